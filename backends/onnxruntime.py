@@ -1,0 +1,378 @@
+"""ONNX Runtime backend: fp32 and fp16 graphs, INT8 through onnxruntime.quantization.
+
+Recipes:
+    fp32     graph as exported, plus ONNX Runtime's transformer fusions where they apply.
+    fp16     weights and compute in float16 with float32 inputs and outputs (meant for GPU EPs;
+             the CPU EP falls back to float32 kernels for many ops).
+    dynamic  INT8 weights, activations quantized per call. No calibration. On x86 without VNNI
+             this is the fast INT8 recipe (DESIGN.md, "Facts about the stack").
+    static   QDQ graph with activation scales calibrated on an `edgeagent.Dataset` (MinMax,
+             Entropy or Percentile), optionally per-channel weights and `reduce_range`.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeagent.artifact import Artifact, write_manifest
+from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session,
+                               sdk_version)
+from edgeagent.data import Dataset
+from edgeagent.errors import CalibrationError, InputError, UnsupportedModel
+from edgeagent.ir import ModelIR, load, save_proto
+
+MODEL_FILE = "model.onnx"
+# Operators ONNX Runtime's transformer optimizer produces; seeing one means fusion applied.
+_FUSED_OPS = frozenset({"Attention", "MultiHeadAttention", "SkipLayerNormalization",
+                        "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu",
+                        "SkipSimplifiedLayerNormalization", "GroupQueryAttention"})
+
+
+class Int8Recipe(enum.StrEnum):
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+
+
+class CalibrationMethod(enum.StrEnum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class Fusions(enum.StrEnum):
+    AUTO = "auto"  # run the transformer optimizer, keep its graph only if it fused something
+    ON = "on"      # require it to succeed
+    OFF = "off"
+
+
+class ActivationType(enum.StrEnum):
+    INT8 = "int8"    # S8S8: ONNX Runtime's recommended default on x86
+    UINT8 = "uint8"  # U8S8: fast on VNNI; can saturate on AVX2 without reduce_range
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """Settings of the onnxruntime backend.
+
+    Attributes:
+        int8: INT8 recipe; None (default) means `static` when calibration data is given, else
+            `dynamic`.
+        calibration_method: static recipe's calibrator (default minmax).
+        calibration_size: samples drawn from the calibration Dataset (default 128).
+        percentile: the percentile calibrator's cut-off (default 99.999).
+        per_channel: per-channel weight scales (default False).
+        reduce_range: 7-bit weights, avoiding VPMADDUBSW saturation on AVX2 (default False).
+        activation_type: static recipe's activation type, int8 or uint8 (default int8).
+        fusions: transformer optimizer: auto, on or off (default auto).
+        threads: intra-op threads at load; None uses the target's threads, else the CPUs
+            this process may use.
+        seed: calibration subset seed (default 0).
+    """
+
+    int8: Int8Recipe | None = None
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    calibration_size: int = 128
+    percentile: float = 99.999
+    per_channel: bool = False
+    reduce_range: bool = False
+    activation_type: ActivationType = ActivationType.INT8
+    fusions: Fusions = Fusions.AUTO
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, enum_type in (("int8", Int8Recipe), ("calibration_method", CalibrationMethod),
+                                ("fusions", Fusions), ("activation_type", ActivationType)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                object.__setattr__(self, name, enum_type(str(value).lower()))
+            except ValueError:
+                raise InputError(f"onnxruntime option {name}={value!r} is invalid; choose one of "
+                                 f"{[e.value for e in enum_type]}", field=name) from None
+        if self.calibration_size < 1:
+            raise InputError(f"calibration_size must be at least 1, got {self.calibration_size}",
+                             field="calibration_size")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
+        if not 0 < self.percentile <= 100:
+            raise InputError(f"percentile must be in (0, 100], got {self.percentile}", field="percentile")
+
+
+def default_threads(target: Any = None, requested: int | None = None) -> int:
+    """Explicit thread count: the request, else the target's, else this process's CPUs."""
+    if requested:
+        return int(requested)
+    threads = getattr(target, "threads", None)
+    if threads:
+        return int(threads)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class _DatasetReader:
+    """Adapts an edgeagent.Dataset to ONNX Runtime's CalibrationDataReader protocol."""
+
+    def __init__(self, dataset: Dataset, input_names: list[str]) -> None:
+        self._dataset = dataset
+        self._names = input_names
+        self._iter = iter(dataset)
+        self.count = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        item = next(self._iter, None)
+        if item is None:
+            return None
+        if set(item) != set(self._names):
+            raise CalibrationError(f"calibration sample has inputs {sorted(item)}, the model "
+                                   f"expects {sorted(self._names)}")
+        self.count += 1
+        return {name: item[name] for name in self._names}
+
+    def rewind(self) -> None:
+        self._iter = iter(self._dataset)
+
+
+class OnnxRuntimeSession(Session):
+    """An onnxruntime.InferenceSession behind the validating Session interface."""
+
+    def __init__(self, model_path: Path, inputs, outputs, *, threads: int) -> None:
+        import onnxruntime as ort
+
+        super().__init__(inputs, outputs)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.threads = threads
+        try:
+            self.ort_session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise UnsupportedModel(f"onnxruntime cannot load {model_path}: {exc}") from None
+        self._output_names = [o.name for o in self.outputs]
+
+    def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self.ort_session.run(self._output_names, feeds)))
+
+    def _close_impl(self) -> None:
+        del self.ort_session
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on the CPU: fp32, fp16 and INT8 (dynamic, or static QDQ)."""
+
+    name = "onnxruntime"
+    pip_extra = None  # a core dependency
+    Options = OrtOptions
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            name=self.name, devices=("CPU",),
+            precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+            needs_calibration=(),  # only the static INT8 recipe does, and it says so
+            pip_extra=None, sdk_version=sdk_version("onnxruntime"),
+            recipes={"fp32": ("fp32",), "fp16": ("fp16",),
+                     "int8": tuple(r.value for r in Int8Recipe)})
+
+    def available(self) -> Availability:
+        if sdk_version("onnxruntime") is None:
+            return Availability(False, "onnxruntime is not installed", "pip install onnxruntime")
+        return Availability(True)
+
+    def compile(self, ir: ModelIR, precision: Precision | str, *, calibration: Dataset | None = None,
+                target: Any = None, workdir: str | os.PathLike | None = None,
+                options: Any = None) -> Artifact:
+        """Compile `ir` into an artifact folder.
+
+        Args:
+            ir: the model.
+            precision: fp32, fp16 or int8.
+            calibration: Dataset for the static INT8 recipe (default None).
+            target: a Target, recorded in the manifest (default None).
+            workdir: the artifact folder, new or empty (default: a temporary folder).
+            options: OrtOptions or a mapping of them (default OrtOptions()).
+
+        Raises:
+            UnsupportedPrecision, CalibrationError, UnsupportedModel, InputError.
+        """
+        self.require_available()
+        precision = self.check_precision(precision)
+        opts = self.options(options)
+        out = self.new_workdir(workdir)
+        recipe: dict[str, Any] = {"name": str(precision)}
+        evidence: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory(prefix="edgeagent-ort-") as tmp:
+            source = Path(tmp) / "source.onnx"
+            proto = ir.proto()
+            fused = self._fuse(proto, opts, evidence)
+            import onnx
+
+            onnx.save_model(fused, str(source), save_as_external_data=fused.ByteSize() > (1 << 31) - (64 << 20))
+            if precision is Precision.FP32:
+                result = onnx.load(str(source))
+            elif precision is Precision.FP16:
+                result = self._fp16(source)
+            else:
+                kind = opts.int8 or (Int8Recipe.STATIC if calibration is not None else Int8Recipe.DYNAMIC)
+                recipe["name"] = kind.value
+                if opts.int8 is None:
+                    evidence["int8_recipe_choice"] = (
+                        "static: calibration data was given" if kind is Int8Recipe.STATIC
+                        else "dynamic: no calibration data was given")
+                quantized = Path(tmp) / "quantized.onnx"
+                if kind is Int8Recipe.DYNAMIC:
+                    self._quantize_dynamic(source, quantized, opts)
+                else:
+                    self._quantize_static(ir, source, quantized, calibration, opts, recipe, Path(tmp))
+                result = onnx.load(str(quantized))
+            recipe.update(self._recipe_settings(precision, recipe["name"], opts))
+            recipe["fusions"] = evidence.pop("fusions")
+            self._stamp(result, ir)
+            save_proto(result, out / MODEL_FILE, full_check=False)
+        return write_manifest(
+            out, backend=self.name, precision=str(precision), recipe=recipe, source_sha256=ir.sha256,
+            signature=ir.signature(), sdk={"onnxruntime": sdk_version("onnxruntime"),
+                                           "onnx": sdk_version("onnx")},
+            target=getattr(target, "name", target), evidence=evidence or None)
+
+    def load(self, artifact: Artifact, *, options: Any = None, target: Any = None) -> OnnxRuntimeSession:
+        """Open an artifact built by this backend.
+
+        Raises:
+            ModelRejected: the model file fails the safety checks.
+            UnsupportedModel: onnxruntime cannot load it.
+        """
+        self.require_available()
+        opts = self.options(options)
+        model_path = artifact.file(MODEL_FILE)
+        load(model_path, full_check=False)  # external data must stay inside the artifact
+        return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs,
+                                  threads=default_threads(target, opts.threads))
+
+    # -- recipes -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _fuse(proto, opts: OrtOptions, evidence: dict[str, Any]):
+        if opts.fusions is Fusions.OFF:
+            evidence["fusions"] = {"applied": False, "reason": "disabled by option"}
+            return proto
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        # It warns about the producer name of every non-PyTorch graph; the evidence says enough.
+        logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+        try:
+            # opt_level=0: only the Python fusions, so the graph stays portable across CPUs;
+            # ONNX Runtime applies its hardware-specific optimizations when it loads the model.
+            optimized = optimize_model(proto, model_type="bert", num_heads=0, hidden_size=0,
+                                       opt_level=0).model
+        except Exception as exc:  # the optimizer raises assorted errors on graphs it does not know
+            if opts.fusions is Fusions.ON:
+                raise UnsupportedModel(f"onnxruntime transformer fusions failed: {exc}; "
+                                       "compile with fusions=off") from None
+            evidence["fusions"] = {"applied": False, "reason": f"optimizer failed: {exc}"}
+            return proto
+        counts = collections.Counter(n.op_type for n in optimized.graph.node if n.op_type in _FUSED_OPS)
+        if not counts and opts.fusions is Fusions.AUTO:
+            evidence["fusions"] = {"applied": False, "reason": "no transformer pattern matched"}
+            return proto
+        evidence["fusions"] = {"applied": True, "fused_ops": dict(sorted(counts.items()))}
+        return optimized
+
+    @staticmethod
+    def _fp16(source: Path):
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = onnx.load(str(source))
+        try:
+            return convert_float_to_float16(model, keep_io_types=True)
+        except Exception as exc:
+            raise UnsupportedModel(f"fp16 conversion failed: {exc}") from None
+
+    @staticmethod
+    def _quantize_dynamic(source: Path, dest: Path, opts: OrtOptions) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        try:
+            quantize_dynamic(source, dest, weight_type=QuantType.QInt8,
+                             per_channel=opts.per_channel, reduce_range=opts.reduce_range)
+        except Exception as exc:
+            raise UnsupportedModel(f"onnxruntime dynamic quantization failed: {exc}") from None
+
+    def _quantize_static(self, ir: ModelIR, source: Path, dest: Path, calibration: Dataset | None,
+                         opts: OrtOptions, recipe: dict[str, Any], tmp: Path) -> None:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod as OrtMethod,
+                                              QuantFormat, QuantType, quant_pre_process,
+                                              quantize_static)
+
+        if calibration is None:
+            raise CalibrationError("the static INT8 recipe needs calibration data: pass "
+                                   "calibration=Dataset(...) (CLI: --calibration FILE.npz), or "
+                                   "use int8=dynamic")
+        prepared = tmp / "prepared.onnx"
+        try:
+            quant_pre_process(source, prepared, skip_symbolic_shape=False)
+            recipe["pre_process"] = True
+        except Exception as exc:  # symbolic shape inference does not cover every graph
+            prepared = source
+            recipe["pre_process"] = f"skipped: {exc}"
+        names = [s.name for s in ir.inputs]
+        subset = calibration.subset(opts.calibration_size, seed=opts.seed)
+        base = _DatasetReader(subset, names)
+        reader = type("EdgeAgentCalibrationReader", (CalibrationDataReader,),
+                      {"get_next": lambda self: base.get_next(), "rewind": lambda self: base.rewind()})()
+        method = {CalibrationMethod.MINMAX: OrtMethod.MinMax, CalibrationMethod.ENTROPY: OrtMethod.Entropy,
+                  CalibrationMethod.PERCENTILE: OrtMethod.Percentile}[opts.calibration_method]
+        extra = {"CalibPercentile": opts.percentile} if opts.calibration_method is CalibrationMethod.PERCENTILE else {}
+        activation = QuantType.QInt8 if opts.activation_type is ActivationType.INT8 else QuantType.QUInt8
+        try:
+            quantize_static(prepared, dest, reader, quant_format=QuantFormat.QDQ,
+                            per_channel=opts.per_channel, reduce_range=opts.reduce_range,
+                            activation_type=activation, weight_type=QuantType.QInt8,
+                            calibrate_method=method, extra_options=extra)
+        except CalibrationError:
+            raise
+        except Exception as exc:
+            if base.count == 0:
+                raise CalibrationError("the calibration Dataset yielded no samples; give at least one") from None
+            raise UnsupportedModel(f"onnxruntime static quantization failed: {exc}") from None
+        if base.count == 0:
+            raise CalibrationError("the calibration Dataset yielded no samples; give at least one")
+        recipe["calibration_samples"] = base.count
+
+    @staticmethod
+    def _recipe_settings(precision: Precision, name: str, opts: OrtOptions) -> dict[str, Any]:
+        if precision is not Precision.INT8:
+            return {}
+        settings: dict[str, Any] = {"per_channel": opts.per_channel, "reduce_range": opts.reduce_range,
+                                    "weight_type": "int8"}
+        if name == Int8Recipe.STATIC:
+            settings.update(calibration_method=str(opts.calibration_method),
+                            calibration_size=opts.calibration_size,
+                            activation_type=str(opts.activation_type), format="QDQ", seed=opts.seed)
+            if opts.calibration_method is CalibrationMethod.PERCENTILE:
+                settings["percentile"] = opts.percentile
+        return settings
+
+    @staticmethod
+    def _stamp(proto, ir: ModelIR) -> None:
+        from edgeagent.ir import set_metadata
+
+        meta = {k: v for k, v in ir.metadata.items() if k not in ("sha256", "opset")}
+        meta["source_sha256"] = ir.sha256
+        set_metadata(proto, meta)
+
+
+__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtOptions", "Int8Recipe",
+           "CalibrationMethod", "Fusions", "ActivationType", "default_threads"]

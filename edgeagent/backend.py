@@ -1,0 +1,371 @@
+"""The backend plug-in contract: Backend, Capabilities, Session, and the entry-point registry.
+
+A backend is a loader (`compile`) and a runner (`Session`), as in Polygraphy. Everything else
+in edgeagent dispatches through `get_backend(name)`, never on a backend's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import importlib.metadata
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from .errors import BackendUnavailable, EdgeAgentError, InputError, UnsupportedPrecision
+from .ir import UNKNOWN_DIM, TensorSpec
+
+if TYPE_CHECKING:
+    from .artifact import Artifact
+    from .data import Dataset
+    from .ir import ModelIR
+
+ENTRY_POINT_GROUP = "edgeagent.backends"
+
+
+class Precision(enum.StrEnum):
+    """Numeric precision of a compiled model."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+    @classmethod
+    def parse(cls, value: str | Precision) -> Precision:
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise UnsupportedPrecision(f"unknown precision {value!r}; choose one of "
+                                       f"{[p.value for p in cls]}") from None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do. Computable without importing its SDK where possible.
+
+    Attributes:
+        name: the backend's registry name.
+        devices: devices it can run on here (e.g. ("CPU",)); empty when unavailable.
+        precisions: precisions it compiles.
+        needs_calibration: precisions that require calibration data.
+        pip_extra: the `pip install edgeagent[extra]` that brings its SDK.
+        sdk_version: the installed SDK's version, or None.
+        recipes: named compilation recipes per precision, e.g. {"int8": ("dynamic", "static")}.
+    """
+
+    name: str
+    devices: tuple[str, ...]
+    precisions: tuple[Precision, ...]
+    needs_calibration: tuple[Precision, ...] = ()
+    pip_extra: str | None = None
+    sdk_version: str | None = None
+    recipes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "devices": list(self.devices),
+                "precisions": [str(p) for p in self.precisions],
+                "needs_calibration": [str(p) for p in self.needs_calibration],
+                "pip_extra": self.pip_extra, "version": self.sdk_version,
+                "recipes": {k: list(v) for k, v in self.recipes.items()}}
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here; if not, why and how to fix it."""
+
+    ok: bool
+    reason: str = ""
+    install_hint: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a backend that takes none."""
+
+
+def sdk_version(distribution: str) -> str | None:
+    """Installed version of a distribution, read from metadata without importing it."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def parse_options(cls: type, values: Mapping[str, str] | None) -> Any:
+    """Build an options dataclass from strings (`--option key=value` on the CLI).
+
+    Raises:
+        InputError: an unknown key or a value that does not convert.
+    """
+    if not values:
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, raw in values.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise InputError(f"unknown option {key!r} for {cls.__name__}; valid options: "
+                             f"{sorted(fields)}", field=key)
+        kwargs[name] = _convert(fields[name], raw)
+    return cls(**kwargs)
+
+
+def _convert(fld: dataclasses.Field, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    annotation = str(fld.type)
+    text = raw.strip()
+    if text.lower() in ("none", "null", "") and "None" in annotation:
+        return None
+    if "bool" in annotation:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise InputError(f"option {fld.name}={raw!r} is not a boolean (true/false)", field=fld.name)
+    if "int" in annotation and "Int" not in annotation:
+        try:
+            return int(text)
+        except ValueError:
+            raise InputError(f"option {fld.name}={raw!r} is not an integer", field=fld.name) from None
+    if "float" in annotation:
+        try:
+            return float(text)
+        except ValueError:
+            raise InputError(f"option {fld.name}={raw!r} is not a number", field=fld.name) from None
+    return text
+
+
+class Session(ABC):
+    """A loaded model. `run` validates feeds, then the backend's `_run_impl` executes.
+
+    Subclasses call `super().__init__(inputs, outputs)` and implement `_run_impl` and
+    `_close_impl`. The validation is precomputed per input so it costs microseconds.
+    """
+
+    def __init__(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+        self._names = frozenset(s.name for s in self.inputs)
+        self._checks = [
+            (s.name, np.dtype(s.dtype), s.rank,
+             tuple((axis, d) for axis, d in enumerate(s.shape) if isinstance(d, int)),
+             tuple((axis, d) for axis, d in enumerate(s.shape) if isinstance(d, str) and d != UNKNOWN_DIM),
+             np.issubdtype(np.dtype(s.dtype), np.floating))
+            for s in self.inputs
+        ]
+        self._closed = False
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model.
+
+        Args:
+            feeds: one numpy array per model input, by name.
+
+        Returns:
+            One array per model output, by name.
+
+        Raises:
+            InputError: a missing or unknown name, wrong dtype, rank or fixed dimension,
+                inconsistent symbolic dimensions, or a NaN/Inf value; the field is named.
+        """
+        if self._closed:
+            raise EdgeAgentError("this Session is closed; load the artifact again")
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"feeds must be a dict of input name to numpy array, got {type(feeds).__name__}")
+        if feeds.keys() != self._names:
+            self._raise_names(feeds)
+        symbols: dict[str, tuple[int, str]] = {}
+        for name, dtype, rank, fixed, symbolic, floating in self._checks:
+            value = feeds[name]
+            if type(value) is not np.ndarray:
+                raise InputError(f"input {name!r} is a {type(value).__name__}; pass a numpy array "
+                                 f"(np.asarray(value, dtype=np.{dtype}))", field=name)
+            if value.dtype != dtype:
+                raise InputError(f"input {name!r} has dtype {value.dtype}, the model expects "
+                                 f"{dtype}; cast it with .astype(np.{dtype})", field=name)
+            if value.ndim != rank:
+                raise InputError(f"input {name!r} has rank {value.ndim} (shape {value.shape}), the "
+                                 f"model expects rank {rank}", field=name)
+            for axis, size in fixed:
+                if value.shape[axis] != size:
+                    raise InputError(f"input {name!r} has size {value.shape[axis]} on axis {axis}, "
+                                     f"the model fixes it to {size} (shape {value.shape})", field=name)
+            for axis, symbol in symbolic:
+                seen = symbols.setdefault(symbol, (value.shape[axis], name))
+                if seen[0] != value.shape[axis]:
+                    raise InputError(f"input {name!r} has {symbol}={value.shape[axis]} on axis {axis} "
+                                     f"but input {seen[1]!r} has {symbol}={seen[0]}", field=name)
+            if floating and not np.isfinite(value).all():
+                bad = np.argwhere(~np.isfinite(value))
+                raise InputError(f"input {name!r} has {len(bad)} NaN or Inf value(s), first at index "
+                                 f"{tuple(int(i) for i in bad[0])}", field=name)
+        return self._run_impl(feeds)
+
+    def _raise_names(self, feeds: Mapping[str, Any]) -> None:
+        missing = sorted(self._names - feeds.keys())
+        unknown = sorted(set(feeds) - self._names)
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {missing}")
+        if unknown:
+            parts.append(f"unknown input(s) {unknown}")
+        raise InputError(f"{' and '.join(parts)}; the model's inputs are {sorted(self._names)}",
+                         field=(missing or unknown)[0])
+
+    @abstractmethod
+    def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run validated feeds."""
+
+    def close(self) -> None:
+        """Free the native resources; the session cannot run afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._close_impl()
+
+    def _close_impl(self) -> None:  # noqa: B027 - optional hook
+        """Release SDK objects."""
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Backend(ABC):
+    """A compiler and runner for one SDK. Subclasses set `name`, `pip_extra` and `Options`."""
+
+    name: ClassVar[str]
+    pip_extra: ClassVar[str | None] = None
+    Options: ClassVar[type] = NoOptions
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this backend can do here."""
+
+    @abstractmethod
+    def available(self) -> Availability:
+        """Whether the SDK and a device are present; if not, why and how to install."""
+
+    @abstractmethod
+    def compile(self, ir: ModelIR, precision: Precision | str, *, calibration: Dataset | None = None,
+                target: Any = None, workdir: str | os.PathLike | None = None,
+                options: Any = None) -> Artifact:
+        """Compile `ir` into an artifact folder `workdir` (a new temporary folder if None)."""
+
+    @abstractmethod
+    def load(self, artifact: Artifact, *, options: Any = None, target: Any = None) -> Session:
+        """Open a verified artifact built by this backend."""
+
+    def options(self, options: Any) -> Any:
+        """Normalise options: None → defaults, a mapping → parsed, an instance → itself."""
+        if options is None or isinstance(options, Mapping):
+            return parse_options(self.Options, options)
+        if not isinstance(options, self.Options):
+            raise InputError(f"{self.name} takes options of type {self.Options.__name__}, got "
+                             f"{type(options).__name__}")
+        return options
+
+    def require_available(self) -> None:
+        status = self.available()
+        if not status:
+            raise BackendUnavailable(f"backend {self.name!r} is unavailable: {status.reason}. "
+                                     f"{status.install_hint}".strip())
+
+    def check_precision(self, precision: Precision | str) -> Precision:
+        value = Precision.parse(precision)
+        supported = self.capabilities().precisions
+        if value not in supported:
+            raise UnsupportedPrecision(f"backend {self.name!r} does not compile {value}; it "
+                                       f"supports {[str(p) for p in supported]}")
+        return value
+
+    @staticmethod
+    def new_workdir(workdir: str | os.PathLike | None) -> Path:
+        if workdir is None:
+            return Path(tempfile.mkdtemp(prefix="edgeagent-artifact-"))
+        path = Path(workdir)
+        path.mkdir(parents=True, exist_ok=True)
+        if any(path.iterdir()):
+            raise InputError(f"workdir {path} is not empty; give a new or empty folder", field="workdir")
+        return path
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """A registered backend, or why it could not be imported."""
+
+    name: str
+    backend: Backend | None
+    error: str | None = None
+
+    def status(self) -> dict[str, Any]:
+        """The row `edgeagent backends` prints."""
+        if self.backend is None:
+            return {"name": self.name, "available": False, "reason": self.error, "version": None,
+                    "devices": [], "precisions": [], "install_hint": None}
+        caps = self.backend.capabilities()
+        avail = self.backend.available()
+        return {"name": self.name, "available": avail.ok, "reason": avail.reason or None,
+                "version": caps.sdk_version, "devices": list(caps.devices),
+                "precisions": [str(p) for p in caps.precisions],
+                "needs_calibration": [str(p) for p in caps.needs_calibration],
+                "install_hint": avail.install_hint or None,
+                "recipes": {k: list(v) for k, v in caps.recipes.items()}}
+
+
+@functools.cache
+def backend_entries() -> dict[str, BackendEntry]:
+    """Every backend in the `edgeagent.backends` entry-point group, built-ins included.
+
+    A backend whose module fails to import becomes an unavailable entry with the error.
+    """
+    entries: dict[str, BackendEntry] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in entries:
+            continue  # the first registration wins, as importlib lists them
+        try:
+            cls = ep.load()
+            backend = cls()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not break the rest
+            entries[ep.name] = BackendEntry(ep.name, None, f"failed to load {ep.value}: "
+                                            f"{type(exc).__name__}: {exc}")
+        else:
+            entries[ep.name] = BackendEntry(ep.name, backend)
+    if not entries:
+        raise BackendUnavailable("no backends are registered: edgeagent's package metadata is "
+                                 "missing; install it with `pip install -e .` or `pip install edgeagent`")
+    return dict(sorted(entries.items()))
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as `name`.
+
+    Raises:
+        BackendUnavailable: unknown name (the valid ones are listed) or a plug-in that failed
+            to import.
+    """
+    entries = backend_entries()
+    entry = entries.get(str(name))
+    if entry is None:
+        raise BackendUnavailable(f"unknown backend {name!r}; registered backends: {sorted(entries)}")
+    if entry.backend is None:
+        raise BackendUnavailable(f"backend {name!r} is registered but {entry.error}")
+    return entry.backend
+
+
+def list_backends() -> list[dict[str, Any]]:
+    """Status rows of every registered backend."""
+    return [entry.status() for entry in backend_entries().values()]

@@ -1,0 +1,1 @@
+"""The `edgeagent` command line: one module per command group, each thin over the public API."""

@@ -1,0 +1,54 @@
+"""Entry point: builds the parser from the command modules and maps known errors to exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from . import backends, compile as compile_cmd, doctor, export as export_cmd, run as run_cmd
+
+COMMANDS = (backends, export_cmd, compile_cmd, run_cmd, doctor)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="edgeagent", description="Run agent models on constrained hardware.",
+        epilog="Set EDGEAGENT_DEBUG=1 to see tracebacks.")
+    parser.add_argument("--version", action="version", version=f"edgeagent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 known error, 2 usage or internal error)."""
+    from ..errors import EdgeAgentError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("EDGEAGENT_DEBUG", "") not in ("", "0")
+    try:
+        return int(args.handler(args) or 0)
+    except EdgeAgentError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in edgeagent, not in the user's input
+        if debug:
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc}\nThis is a bug in edgeagent; rerun "
+              "with EDGEAGENT_DEBUG=1 and report the traceback.", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Errors edgeagent raises.
+
+`EdgeAgentError` and its children are problems with what the user asked for or supplied; each
+message says what was asked, what is available and how to fix it. `InternalError` is not a
+child: it marks a bug in edgeagent itself (the split Polygraphy makes), so callers that handle
+user errors do not swallow bugs.
+"""
+
+from __future__ import annotations
+
+
+class EdgeAgentError(Exception):
+    """Base of every error caused by input, configuration or environment."""
+
+
+class ModelRejected(EdgeAgentError):
+    """A model file was refused before any runtime parsed it."""
+
+    def __init__(self, path: object, reason: str, *, tensor: str | None = None,
+                 location: str | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.tensor = tensor
+        self.location = location
+        where = ""
+        if tensor is not None:
+            where += f" tensor {tensor!r}"
+        if location is not None:
+            where += f" location {location!r}"
+        super().__init__(f"model {self.path} rejected:{where} {reason}".replace(":  ", ": ").strip())
+
+
+class ExportMismatch(EdgeAgentError):
+    """The exported ONNX model does not reproduce the PyTorch model within tolerance."""
+
+    def __init__(self, message: str, report: list[dict]) -> None:
+        self.report = report
+        super().__init__(message)
+
+
+class InputError(EdgeAgentError):
+    """Feeds or a data file do not match the model's signature."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class BackendUnavailable(EdgeAgentError):
+    """A backend is unknown, or its SDK or device is missing here."""
+
+
+class UnsupportedPrecision(EdgeAgentError):
+    """A backend cannot compile the requested precision."""
+
+
+class UnsupportedModel(EdgeAgentError):
+    """A backend cannot convert or build some operator or layer of the model."""
+
+
+class CalibrationError(EdgeAgentError):
+    """INT8 calibration data is missing, empty or does not match the model."""
+
+
+class ArtifactError(EdgeAgentError):
+    """An artifact folder is missing, malformed or has been modified since it was built."""
+
+
+class BudgetExceeded(EdgeAgentError):
+    """A measured figure is over a target's budget."""
+
+
+class InternalError(Exception):
+    """A bug in edgeagent. Not an EdgeAgentError on purpose: please report it."""
