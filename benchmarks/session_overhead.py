@@ -5,10 +5,11 @@ the difference is exactly edgeagent's validation and dict handling. Blocks of ca
 between the two sides, the order flipping every repeat, and each figure is the median over
 repeats of per-block medians: the shared, noisy machine affects both sides alike.
 
-Targets (issue 2): overhead at most 5% of p50 on a MiniLM-sized encoder (6 layers, hidden
-384, sequence 32) and at most 15 µs on a trivial model.
+Targets: onnxruntime (issue 2) overhead at most 5% of p50 on a MiniLM-sized encoder (6 layers,
+hidden 384, sequence 32) and at most 15 µs on a trivial model; openvino (issue 5) at most 20 µs
+over a bare `InferRequest.infer(share_inputs=True)` on the trivial model.
 
-    python benchmarks/session_overhead.py [--repeats 15] [--out results/session_overhead.json]
+    python benchmarks/session_overhead.py [--repeats 15] [--backends onnxruntime,openvino]
 
 Needs the train extra (the encoder is a randomly initialised BERT built with transformers).
 """
@@ -62,12 +63,22 @@ def time_block(fn, calls: int) -> float:
     return statistics.median(samples) / 1e9
 
 
-def measure(session, feeds, *, calls: int, repeats: int, warmup: int) -> dict:
-    ort_session = session.ort_session
-    names = [o.name for o in session.outputs]
+def bare_call(backend: str, session, feeds):
+    """The SDK's own call on the very object inside edgeagent's Session."""
+    if backend == "onnxruntime":
+        ort_session, names = session.ort_session, [o.name for o in session.outputs]
+        return lambda: ort_session.run(names, feeds)
+    if backend == "openvino":
+        request = session.request
+        return lambda: request.infer(feeds, share_inputs=True)
+    raise ValueError(f"no bare call for {backend}")
+
+
+def measure(backend: str, session, feeds, *, calls: int, repeats: int, warmup: int) -> dict:
+    bare_fn = bare_call(backend, session, feeds)
 
     def bare():
-        ort_session.run(names, feeds)
+        bare_fn()
 
     def wrapped():
         session.run(feeds)
@@ -99,35 +110,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--backends", default="onnxruntime,openvino")
     args = parser.parse_args(argv)
+    backends = [b for b in args.backends.split(",") if edgeagent.get_backend(b).available()]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         cases = [("trivial", models.trivial_model(folder / "trivial.onnx"), 5000),
                  ("minilm_sized_seq32", minilm_sized_encoder(folder), 100)]
-        for label, path, calls in cases:
-            artifact = edgeagent.compile(path, "onnxruntime", "fp32", out=folder / f"{label}-artifact")
-            with edgeagent.load_session(artifact, options={"threads": args.threads}) as session:
-                feeds = models.random_feeds(edgeagent.load(path), batch=1, sequence=32)
-                if "input_ids" in feeds:
-                    feeds["input_ids"] = np.random.default_rng(0).integers(0, 30522, (1, 32)).astype(np.int64)
-                    feeds["attention_mask"] = np.ones((1, 32), np.int64)
-                    feeds["token_type_ids"] = np.zeros((1, 32), np.int64)
-                results[label] = {**measure(session, feeds, calls=calls, repeats=args.repeats,
-                                            warmup=max(10, calls // 10)),
-                                  "threads": session.threads}
+        for backend in backends:
+            for label, path, calls in cases:
+                artifact = edgeagent.compile(path, backend, "fp32", out=folder / f"{backend}-{label}")
+                options = {"threads": args.threads} | ({"cache_dir": ""} if backend == "openvino" else {})
+                with edgeagent.load_session(artifact, options=options) as session:
+                    feeds = models.random_feeds(edgeagent.load(path), batch=1, sequence=32)
+                    if "input_ids" in feeds:
+                        feeds["input_ids"] = np.random.default_rng(0).integers(0, 30522, (1, 32)).astype(np.int64)
+                        feeds["attention_mask"] = np.ones((1, 32), np.int64)
+                        feeds["token_type_ids"] = np.zeros((1, 32), np.int64)
+                    results[f"{backend}/{label}"] = {
+                        **measure(backend, session, feeds, calls=calls, repeats=args.repeats,
+                                  warmup=max(10, calls // 10)),
+                        "threads": session.threads}
     report = {"benchmark": "session_overhead", "command": COMMAND, "results": results,
-              "targets": {"trivial_overhead_us_max": 15, "minilm_overhead_pct_max": 5},
+              "targets": {"onnxruntime/trivial_overhead_us_max": 15, "onnxruntime/minilm_overhead_pct_max": 5,
+                          "openvino/trivial_overhead_us_max": 20},
               "provenance": provenance()}
     for label, row in results.items():
-        print(f"{label:>20}: bare p50 {row['bare_p50_us']:9.1f} µs | edgeagent p50 "
+        print(f"{label:>32}: bare p50 {row['bare_p50_us']:9.1f} µs | edgeagent p50 "
               f"{row['edgeagent_p50_us']:9.1f} µs | overhead {row['overhead_us']:6.2f} µs "
               f"({row['overhead_pct_of_p50']:5.2f}% of p50; per-repeat range "
               f"{row['overhead_us_min_max'][0]:.2f}..{row['overhead_us_min_max'][1]:.2f} µs)")
     prov = report["provenance"]
     print(f"host: {prov['cpu']} ({prov['usable_cpus']} CPUs, flags "
           f"{','.join(k for k, v in prov['cpu_flags'].items() if v)}), onnxruntime "
-          f"{prov['software']['onnxruntime']}, commit {prov['commit']}")
+          f"{prov['software']['onnxruntime']}, openvino {prov['software']['openvino']}, "
+          f"commit {prov['commit']}")
     print(f"rerun: {COMMAND}")
     if args.out:
         from edgeagent.artifact import atomic_write_text

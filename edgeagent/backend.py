@@ -12,6 +12,7 @@ import functools
 import importlib.metadata
 import os
 import tempfile
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,45 +106,45 @@ def sdk_version(distribution: str) -> str | None:
 def parse_options(cls: type, values: Mapping[str, str] | None) -> Any:
     """Build an options dataclass from strings (`--option key=value` on the CLI).
 
+    Strings convert to the field's declared type (bool, int, float, or None where the field
+    is optional); enum-typed fields convert themselves in the dataclass's __post_init__.
+
     Raises:
         InputError: an unknown key or a value that does not convert.
     """
     if not values:
         return cls()
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, raw in values.items():
         name = key.replace("-", "_")
         if name not in fields:
             raise InputError(f"unknown option {key!r} for {cls.__name__}; valid options: "
                              f"{sorted(fields)}", field=key)
-        kwargs[name] = _convert(fields[name], raw)
+        kwargs[name] = _convert(name, hints[name], raw)
     return cls(**kwargs)
 
 
-def _convert(fld: dataclasses.Field, raw: Any) -> Any:
+def _convert(name: str, annotation: Any, raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
-    annotation = str(fld.type)
+    args = typing.get_args(annotation) or (annotation,)
     text = raw.strip()
-    if text.lower() in ("none", "null", "") and "None" in annotation:
+    if type(None) in args and text.lower() in ("none", "null", ""):
         return None
-    if "bool" in annotation:
+    if bool in args:
         if text.lower() in ("1", "true", "yes", "on"):
             return True
         if text.lower() in ("0", "false", "no", "off"):
             return False
-        raise InputError(f"option {fld.name}={raw!r} is not a boolean (true/false)", field=fld.name)
-    if "int" in annotation and "Int" not in annotation:
-        try:
-            return int(text)
-        except ValueError:
-            raise InputError(f"option {fld.name}={raw!r} is not an integer", field=fld.name) from None
-    if "float" in annotation:
-        try:
-            return float(text)
-        except ValueError:
-            raise InputError(f"option {fld.name}={raw!r} is not a number", field=fld.name) from None
+        raise InputError(f"option {name}={raw!r} is not a boolean (true/false)", field=name)
+    for kind, noun in ((int, "an integer"), (float, "a number")):
+        if kind in args:
+            try:
+                return kind(text)
+            except ValueError:
+                raise InputError(f"option {name}={raw!r} is not {noun}", field=name) from None
     return text
 
 

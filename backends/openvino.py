@@ -1,0 +1,389 @@
+"""OpenVINO backend: Intel CPUs, GPUs and NPUs; INT8 through NNCF.
+
+Recipes:
+    fp32              ONNX read by OpenVINO, saved as IR (.xml/.bin); inference precision
+                      pinned to f32 (CPUs with AMX or AVX512-BF16 otherwise default to bf16).
+    fp16              weights compressed to f16 and the f16 inference-precision hint.
+    nncf              int8 through `nncf.quantize` fed by the edgeagent.Dataset.
+    accuracy_control  int8 through `nncf.quantize_with_accuracy_control`: layers whose
+                      quantization costs more than `max_drop` on the validation metric stay in
+                      higher precision, and the manifest lists them.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeagent.artifact import Artifact, write_manifest
+from edgeagent.backend import Availability, Backend, Capabilities, Precision, Session, sdk_version
+from edgeagent.data import Dataset
+from edgeagent.errors import BackendUnavailable, CalibrationError, InputError, UnsupportedModel
+from edgeagent.ir import ModelIR
+
+MODEL_XML = "model.xml"
+MODEL_BIN = "model.bin"
+INSTALL_HINT = "pip install 'edgeagent[openvino]' -c constraints.txt"
+
+
+class Int8Recipe(enum.StrEnum):
+    NNCF = "nncf"
+    ACCURACY_CONTROL = "accuracy_control"
+
+
+class PerformanceHint(enum.StrEnum):
+    LATENCY = "latency"
+    THROUGHPUT = "throughput"
+
+
+class ModelKind(enum.StrEnum):
+    AUTO = "auto"            # transformer when the graph has attention (MatMul feeding Softmax)
+    TRANSFORMER = "transformer"
+    GENERIC = "generic"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Labelled data and a metric for accuracy-controlled INT8.
+
+    Args:
+        data: an iterable of (feeds, label) pairs; read several times.
+        metric: metric(outputs, labels) → float, higher is better, where outputs is a list of
+            {output_name: array} per sample. Default: top-1 accuracy of the first output.
+    """
+
+    data: Iterable[tuple[Mapping[str, np.ndarray], Any]]
+    metric: Callable[[list[dict[str, np.ndarray]], list[Any]], float] | None = None
+
+
+def top1_accuracy(outputs: list[dict[str, np.ndarray]], labels: list[Any]) -> float:
+    correct = total = 0
+    for out, label in zip(outputs, labels):
+        logits = next(iter(out.values()))
+        predicted = np.asarray(logits).reshape(-1, np.asarray(logits).shape[-1]).argmax(-1)
+        truth = np.asarray(label).reshape(-1)
+        correct += int((predicted == truth).sum())
+        total += truth.size
+    return correct / max(total, 1)
+
+
+@dataclass(frozen=True)
+class OpenVINOOptions:
+    """Settings of the openvino backend.
+
+    Attributes:
+        device: CPU, GPU, NPU, AUTO, … as `ov.Core().available_devices` reports (default CPU).
+        performance_hint: latency or throughput (default latency).
+        threads: inference threads; None uses the target's, else the plugin's default.
+        cache_dir: model cache folder so that a second load is fast (default
+            $EDGEAGENT_HOME/openvino-cache; "" disables it).
+        int8: nncf or accuracy_control (default nncf).
+        subset_size: calibration samples (default 300, NNCF's default).
+        preset: NNCF preset, performance or mixed (default: NNCF's choice for the model type).
+        model_type: auto, transformer or generic (default auto).
+        fast_bias_correction: NNCF's fast bias correction (default True).
+        max_drop: accuracy_control's largest allowed absolute metric drop; None takes the
+            target's budget, else 0.01.
+        validation: labelled data and metric for accuracy_control.
+    """
+
+    device: str = "CPU"
+    performance_hint: PerformanceHint = PerformanceHint.LATENCY
+    threads: int | None = None
+    cache_dir: str | None = None
+    int8: Int8Recipe = Int8Recipe.NNCF
+    subset_size: int = 300
+    preset: str | None = None
+    model_type: ModelKind = ModelKind.AUTO
+    fast_bias_correction: bool = True
+    max_drop: float | None = None
+    validation: Validation | None = None
+
+    def __post_init__(self) -> None:
+        for name, enum_type in (("performance_hint", PerformanceHint), ("int8", Int8Recipe),
+                                ("model_type", ModelKind)):
+            try:
+                object.__setattr__(self, name, enum_type(str(getattr(self, name)).lower()))
+            except ValueError:
+                raise InputError(f"openvino option {name}={getattr(self, name)!r} is invalid; choose "
+                                 f"one of {[e.value for e in enum_type]}", field=name) from None
+        if self.preset is not None and self.preset not in ("performance", "mixed"):
+            raise InputError(f"openvino option preset={self.preset!r} is invalid; choose performance "
+                             "or mixed", field="preset")
+        if self.subset_size < 1:
+            raise InputError(f"subset_size must be at least 1, got {self.subset_size}", field="subset_size")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
+        if self.max_drop is not None and not 0 <= self.max_drop < 1:
+            raise InputError(f"max_drop must be in [0, 1), got {self.max_drop}", field="max_drop")
+        object.__setattr__(self, "device", str(self.device).upper())
+
+
+def edgeagent_home() -> Path:
+    return Path(os.environ.get("EDGEAGENT_HOME") or Path.home() / ".cache" / "edgeagent")
+
+
+def _core():
+    import openvino as ov
+
+    return ov.Core()
+
+
+def check_device(core, device: str) -> None:
+    """Raise BackendUnavailable naming the present devices if `device` is not among them."""
+    present = list(core.available_devices)
+    base = device.split(":", 1)[0].split(".", 1)[0]
+    if base in ("AUTO", "MULTI", "HETERO") or device in present or base in present:
+        return
+    raise BackendUnavailable(f"OpenVINO device {device!r} is not present; present devices: {present}. "
+                             "Choose one with --option device=NAME")
+
+
+class OpenVINOSession(Session):
+    """A compiled OpenVINO model with one reused InferRequest and shared input memory."""
+
+    def __init__(self, compiled, inputs, outputs, *, device: str, threads: int | None) -> None:
+        super().__init__(inputs, outputs)
+        self.compiled_model = compiled
+        self.request = compiled.create_infer_request()
+        self.device = device
+        self.threads = threads
+        ports = {port.get_any_name(): port for port in compiled.outputs}
+        self._ports = [(spec.name, ports[spec.name]) for spec in self.outputs]
+
+    def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # share_inputs avoids copying the caller's arrays; outputs are copied so they survive
+        # the next call on the reused request.
+        result = self.request.infer(feeds, share_inputs=True)
+        return {name: result[port] for name, port in self._ports}
+
+    def _close_impl(self) -> None:
+        del self.request
+        del self.compiled_model
+
+
+class OpenVINOBackend(Backend):
+    """OpenVINO runtime: fp32, fp16 and NNCF INT8 on the devices OpenVINO reports."""
+
+    name = "openvino"
+    pip_extra = "openvino"
+    Options = OpenVINOOptions
+
+    def capabilities(self) -> Capabilities:
+        devices: tuple[str, ...] = ()
+        if self.available():
+            devices = tuple(_core().available_devices) + ("AUTO",)
+        return Capabilities(
+            name=self.name, devices=devices,
+            precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+            needs_calibration=(Precision.INT8,), pip_extra=self.pip_extra,
+            sdk_version=sdk_version("openvino"),
+            recipes={"fp32": ("fp32",), "fp16": ("fp16",), "int8": tuple(r.value for r in Int8Recipe)})
+
+    def available(self) -> Availability:
+        for module in ("openvino", "nncf"):
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                return Availability(False, f"{module} is not installed", INSTALL_HINT)
+        return Availability(True)
+
+    def compile(self, ir: ModelIR, precision: Precision | str, *, calibration: Dataset | None = None,
+                target: Any = None, workdir: str | os.PathLike | None = None,
+                options: Any = None) -> Artifact:
+        """Convert `ir` to OpenVINO IR at `precision` and write an artifact.
+
+        Args:
+            ir: the model.
+            precision: fp32, fp16 or int8.
+            calibration: Dataset for int8 (required for int8).
+            target: a Target; its name is recorded and its accuracy budget bounds max_drop.
+            workdir: the artifact folder, new or empty (default: a temporary folder).
+            options: OpenVINOOptions or a mapping of them.
+
+        Raises:
+            UnsupportedModel: OpenVINO cannot convert an operator (named with its node).
+            BackendUnavailable: the device is not present (the present ones are listed).
+            CalibrationError: int8 without calibration data, or accuracy_control without validation.
+        """
+        self.require_available()
+        precision = self.check_precision(precision)
+        opts = self.options(options)
+        import openvino as ov
+
+        core = _core()
+        check_device(core, opts.device)
+        if precision is Precision.INT8 and calibration is None:
+            raise CalibrationError("openvino int8 needs calibration data for NNCF: pass calibration="
+                                   "Dataset(...) (CLI: --calibration FILE.npz)")
+        out = self.new_workdir(workdir)
+        model = self._read(core, ir)
+        recipe: dict[str, Any] = {"name": str(precision), "device": opts.device}
+        evidence: dict[str, Any] = {}
+        if precision is Precision.INT8:
+            model = self._quantize(model, ir, calibration, opts, target, recipe, evidence)
+        recipe["inference_precision"] = {"fp32": "f32", "fp16": "f16", "int8": "f32"}[str(precision)]
+        ov.save_model(model, str(out / MODEL_XML), compress_to_fp16=precision is Precision.FP16)
+        return write_manifest(
+            out, backend=self.name, precision=str(precision), recipe=recipe, source_sha256=ir.sha256,
+            signature=ir.signature(), sdk={"openvino": sdk_version("openvino"), "nncf": sdk_version("nncf")},
+            target=getattr(target, "name", target), evidence=evidence or None)
+
+    def load(self, artifact: Artifact, *, options: Any = None, target: Any = None) -> OpenVINOSession:
+        """Compile an artifact's IR for the device, with hint, threads and model cache."""
+        self.require_available()
+        opts = self.options(options)
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        core = _core()
+        device = opts.device if options is not None else artifact.recipe.get("device", opts.device)
+        check_device(core, device)
+        cache = edgeagent_home() / "openvino-cache" if opts.cache_dir is None else opts.cache_dir
+        if cache:
+            core.set_property({props.cache_dir: str(cache)})
+        precision = artifact.recipe.get("inference_precision", "f32")
+        config: dict[Any, Any] = {
+            hints.performance_mode: (hints.PerformanceMode.LATENCY if opts.performance_hint is PerformanceHint.LATENCY
+                                     else hints.PerformanceMode.THROUGHPUT),
+        }
+        if device.startswith("CPU"):
+            import openvino as ov
+
+            config[hints.inference_precision] = ov.Type.f16 if precision == "f16" else ov.Type.f32
+        threads = opts.threads or getattr(target, "threads", None)
+        if threads and device.startswith("CPU"):
+            config[props.inference_num_threads] = int(threads)
+        try:
+            compiled = core.compile_model(str(artifact.file(MODEL_XML)), device, config)
+        except RuntimeError as exc:
+            raise UnsupportedModel(f"OpenVINO cannot compile the artifact for {device}: "
+                                   f"{_first_line(exc)}") from None
+        return OpenVINOSession(compiled, artifact.inputs, artifact.outputs, device=device, threads=threads)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read(core, ir: ModelIR):
+        try:
+            return core.read_model(str(ir.path))
+        except RuntimeError as exc:
+            raise _unsupported(ir, exc) from None
+
+    def _quantize(self, model, ir: ModelIR, calibration: Dataset, opts: OpenVINOOptions, target: Any,
+                  recipe: dict[str, Any], evidence: dict[str, Any]):
+        import nncf
+
+        names = [s.name for s in ir.inputs]
+
+        def transform(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if set(feeds) != set(names):
+                raise CalibrationError(f"calibration sample has inputs {sorted(feeds)}, the model "
+                                       f"expects {sorted(names)}")
+            return {n: feeds[n] for n in names}
+
+        calibration_set = nncf.Dataset(calibration, transform)
+        kind = self._model_kind(ir, opts)
+        kwargs: dict[str, Any] = {"subset_size": opts.subset_size,
+                                  "fast_bias_correction": opts.fast_bias_correction}
+        if kind is ModelKind.TRANSFORMER:
+            kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+        if opts.preset:
+            kwargs["preset"] = nncf.QuantizationPreset(opts.preset)
+        recipe.update(name=str(opts.int8), model_type=str(kind), subset_size=opts.subset_size,
+                      preset=opts.preset or "nncf default", fast_bias_correction=opts.fast_bias_correction)
+        if opts.int8 is Int8Recipe.NNCF:
+            try:
+                return nncf.quantize(model, calibration_set, **kwargs)
+            except CalibrationError:
+                raise
+            except Exception as exc:
+                raise UnsupportedModel(f"nncf.quantize failed: {_first_line(exc)}") from None
+        if opts.validation is None:
+            raise CalibrationError("the accuracy_control recipe needs validation data and a metric: "
+                                   "options=OpenVINOOptions(int8='accuracy_control', validation=Validation(...))")
+        max_drop = opts.max_drop
+        if max_drop is None:
+            budget = getattr(getattr(target, "budgets", None), "max_accuracy_drop", None)
+            max_drop = float(budget) if budget is not None else 0.01
+        pairs = list(opts.validation.data)
+        if not pairs:
+            raise CalibrationError("the validation data for accuracy_control is empty")
+        metric = opts.validation.metric or top1_accuracy
+
+        def validate(compiled_model, data) -> float:
+            # NNCF passes the raw (feeds, label) items, so the labels travel with the feeds.
+            request = compiled_model.create_infer_request()
+            ports = [(p.get_any_name(), p) for p in compiled_model.outputs]
+            outputs, labels = [], []
+            for feeds, label in data:
+                result = request.infer(transform(feeds))
+                outputs.append({name: result[port] for name, port in ports})
+                labels.append(label)
+            return float(metric(outputs, labels))
+
+        validation_set = nncf.Dataset(pairs, lambda pair: transform(pair[0]))
+        try:
+            plain = nncf.quantize(model, calibration_set, **kwargs)
+            controlled = nncf.quantize_with_accuracy_control(
+                model, calibration_set, validation_set, validate, max_drop=max_drop,
+                drop_type=nncf.DropType.ABSOLUTE, **kwargs)
+        except CalibrationError:
+            raise
+        except Exception as exc:
+            raise UnsupportedModel(f"nncf.quantize_with_accuracy_control failed: {_first_line(exc)}") from None
+        kept = sorted(_quantized_ops(plain) - _quantized_ops(controlled))
+        recipe["max_drop"] = max_drop
+        evidence["kept_in_higher_precision"] = kept
+        evidence["validation_samples"] = len(pairs)
+        return controlled
+
+    @staticmethod
+    def _model_kind(ir: ModelIR, opts: OpenVINOOptions) -> ModelKind:
+        if opts.model_type is not ModelKind.AUTO:
+            return opts.model_type
+        ops = {node.op_type for node in ir.proto(load_weights=False).graph.node}
+        return ModelKind.TRANSFORMER if "Softmax" in ops and "MatMul" in ops else ModelKind.GENERIC
+
+
+def _quantized_ops(model) -> set[str]:
+    """Names of operations fed by a FakeQuantize: the ones NNCF quantized."""
+    names = set()
+    for op in model.get_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        for output in op.outputs():
+            for target in output.get_target_inputs():
+                consumer = target.get_node()
+                if consumer.get_type_name() != "FakeQuantize":
+                    names.add(consumer.get_friendly_name())
+    return names
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unsupported(ir: ModelIR, exc: BaseException) -> UnsupportedModel:
+    """Name the operators OpenVINO could not convert and the ONNX nodes that use them."""
+    text = str(exc)
+    graph = ir.proto(load_weights=False).graph
+    known = {node.op_type for node in graph.node}
+    mentioned = sorted(op for op in known if re.search(rf"\b{re.escape(op)}\b", text))
+    nodes = [f"{n.name or '(unnamed)'} ({n.domain + '::' if n.domain else ''}{n.op_type})"
+             for n in graph.node if n.op_type in mentioned]
+    if mentioned:
+        return UnsupportedModel(f"OpenVINO cannot convert operator(s) {mentioned} used by node(s) "
+                                f"{nodes[:10]}; replace them before export or use the onnxruntime backend")
+    return UnsupportedModel(f"OpenVINO cannot read {ir.path}: {_first_line(exc)}")

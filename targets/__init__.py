@@ -1,0 +1,1 @@
+"""Hardware target profiles (one TOML file per device class), shipped as package data."""
