@@ -264,6 +264,8 @@ class OnnxRuntimeBackend(Backend):
 
     @staticmethod
     def _fuse(proto, opts: OrtOptions, evidence: dict[str, Any]):
+        import onnx
+
         if opts.fusions is Fusions.OFF:
             evidence["fusions"] = {"applied": False, "reason": "disabled by option"}
             return proto
@@ -286,6 +288,12 @@ class OnnxRuntimeBackend(Backend):
         if not counts and opts.fusions is Fusions.AUTO:
             evidence["fusions"] = {"applied": False, "reason": "no transformer pattern matched"}
             return proto
+        # The fused nodes live in the com.microsoft domain; declare it, or shape inference
+        # (run by the quantizers) rejects the graph.
+        domains = {n.domain for n in optimized.graph.node if n.domain}
+        declared = {o.domain for o in optimized.opset_import}
+        for domain in sorted(domains - declared):
+            optimized.opset_import.append(onnx.helper.make_opsetid(domain, 1))
         evidence["fusions"] = {"applied": True, "fused_ops": dict(sorted(counts.items()))}
         return optimized
 

@@ -106,8 +106,12 @@ def trivial_model(path: Path) -> Path:
 TRANSFORMER_VOCAB = 100
 
 
+TRANSFORMER_EXPORT = {"input_names": ["input_ids"], "output_names": ["logits"],
+                      "dynamic_axes": {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}}
+
+
 def torch_transformer():
-    """(module, example_inputs) of the tiny encoder classifier; importable as a CLI SPEC."""
+    """(module, example_inputs, export settings) of the tiny encoder; a CLI SPEC for `export`."""
     import torch
 
     class TinyEncoder(torch.nn.Module):
@@ -123,15 +127,14 @@ def torch_transformer():
 
     torch.manual_seed(0)
     model = TinyEncoder().eval()
-    return model, (torch.randint(0, TRANSFORMER_VOCAB, (2, 12)),)
+    return model, (torch.randint(0, TRANSFORMER_VOCAB, (2, 12)),), TRANSFORMER_EXPORT
 
 
 def transformer_encoder(path: Path) -> Path:
     import edgeagent
 
-    model, example = torch_transformer()
-    edgeagent.export(model, example, path, input_names=["input_ids"], output_names=["logits"],
-                     dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}})
+    model, example, settings = torch_transformer()
+    edgeagent.export(model, example, path, **settings)
     return path
 
 

@@ -12,8 +12,9 @@ from ..errors import InputError
 def register(sub) -> None:
     parser = sub.add_parser(
         "export", help="export a PyTorch model to ONNX and check parity",
-        description="SPEC is `module:function` returning (model, example_inputs), or a Hugging "
-                    "Face model folder (or hub id) with --task.")
+        description="SPEC is `module:function` returning (model, example_inputs) or (model, "
+                    "example_inputs, settings) where settings holds export() keywords such as "
+                    "dynamic_axes; or a Hugging Face model folder (or hub id) with --task.")
     parser.add_argument("spec")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--task", help="Hugging Face task: text-classification, "
@@ -37,10 +38,14 @@ def handle(args) -> int:
     else:
         factory = _resolve(args.spec)
         produced = factory()
-        if not (isinstance(produced, tuple) and len(produced) == 2):
-            raise InputError(f"{args.spec} must return (model, example_inputs), got {type(produced).__name__}")
-        model, example = produced
-        ir = export(model, example, args.out, opset=args.opset, **tolerances)
+        if not (isinstance(produced, tuple) and len(produced) in (2, 3)):
+            raise InputError(f"{args.spec} must return (model, example_inputs[, settings]), got "
+                             f"{type(produced).__name__}")
+        model, example, settings = (*produced, {})[:3]
+        allowed = {"input_names", "output_names", "dynamic_axes", "metadata"}
+        if not isinstance(settings, dict) or set(settings) - allowed:
+            raise InputError(f"{args.spec}'s settings may hold only {sorted(allowed)}")
+        ir = export(model, example, args.out, opset=args.opset, **settings, **tolerances)
     print(f"exported {ir.path} (opset {ir.opset}, sha256 {ir.sha256[:12]}): parity with PyTorch holds")
     for spec in ir.inputs:
         print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")

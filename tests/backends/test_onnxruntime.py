@@ -109,3 +109,18 @@ def test_manifest_is_json_with_sdk_versions(mlp_path, tmp_path):
     manifest = json.loads((artifact.path / "manifest.json").read_text())
     assert manifest["sdk"]["onnxruntime"] and manifest["sdk"]["onnx"]
     assert manifest["schema"] == "edgeagent.artifact/1"
+
+
+@pytest.mark.parametrize("recipe", ["dynamic", "static"])
+def test_int8_on_a_fused_transformer(recipe, transformer_path, tmp_path):
+    ir = edgeagent.load(transformer_path)
+    calib = edgeagent.Dataset([models.random_feeds(ir, batch=1, sequence=12, seed=s) for s in range(16)])
+    artifact = edgeagent.compile(ir, "onnxruntime", "int8", calibration=calib, options={"int8": recipe},
+                                 out=tmp_path / "a")
+    assert artifact.recipe["name"] == recipe
+    feeds = models.random_feeds(ir, batch=3, sequence=9, seed=99)
+    fp32 = edgeagent.compile(ir, "onnxruntime", "fp32", out=tmp_path / "b")
+    with edgeagent.load_session(artifact) as q, edgeagent.load_session(fp32) as f:
+        got, ref = q.run(feeds)["logits"], f.run(feeds)["logits"]
+    assert got.shape == ref.shape and np.isfinite(got).all()
+    assert np.abs(got - ref).max() < 0.5 * (np.abs(ref).max() + 1e-6)
