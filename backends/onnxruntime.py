@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeagent.artifact import Artifact, write_manifest
 from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session,
-                               sdk_version)
+                               coerce_enums, sdk_version)
 from edgeagent.data import Dataset
 from edgeagent.errors import CalibrationError, InputError, UnsupportedModel
 from edgeagent.ir import ModelIR, load, save_proto
@@ -91,16 +91,8 @@ class OrtOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, enum_type in (("int8", Int8Recipe), ("calibration_method", CalibrationMethod),
-                                ("fusions", Fusions), ("activation_type", ActivationType)):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            try:
-                object.__setattr__(self, name, enum_type(str(value).lower()))
-            except ValueError:
-                raise InputError(f"onnxruntime option {name}={value!r} is invalid; choose one of "
-                                 f"{[e.value for e in enum_type]}", field=name) from None
+        coerce_enums(self, "onnxruntime", {"int8": Int8Recipe, "calibration_method": CalibrationMethod,
+                                           "fusions": Fusions, "activation_type": ActivationType})
         if self.calibration_size < 1:
             raise InputError(f"calibration_size must be at least 1, got {self.calibration_size}",
                              field="calibration_size")

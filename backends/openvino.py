@@ -13,7 +13,6 @@ Recipes:
 from __future__ import annotations
 
 import enum
-import importlib.util
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from edgeagent.artifact import Artifact, write_manifest
-from edgeagent.backend import Availability, Backend, Capabilities, Precision, Session, sdk_version
+from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session, coerce_enums,
+                               module_importable, sdk_version)
 from edgeagent.data import Dataset
 from edgeagent.errors import BackendUnavailable, CalibrationError, InputError, UnsupportedModel
 from edgeagent.ir import ModelIR
@@ -108,13 +108,8 @@ class OpenVINOOptions:
     validation: Validation | None = None
 
     def __post_init__(self) -> None:
-        for name, enum_type in (("performance_hint", PerformanceHint), ("int8", Int8Recipe),
-                                ("model_type", ModelKind)):
-            try:
-                object.__setattr__(self, name, enum_type(str(getattr(self, name)).lower()))
-            except ValueError:
-                raise InputError(f"openvino option {name}={getattr(self, name)!r} is invalid; choose "
-                                 f"one of {[e.value for e in enum_type]}", field=name) from None
+        coerce_enums(self, "openvino", {"performance_hint": PerformanceHint, "int8": Int8Recipe,
+                                        "model_type": ModelKind})
         if self.preset is not None and self.preset not in ("performance", "mixed"):
             raise InputError(f"openvino option preset={self.preset!r} is invalid; choose performance "
                              "or mixed", field="preset")
@@ -190,11 +185,7 @@ class OpenVINOBackend(Backend):
 
     def available(self) -> Availability:
         for module in ("openvino", "nncf"):
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
+            if not module_importable(module):
                 return Availability(False, f"{module} is not installed", INSTALL_HINT)
         return Availability(True)
 

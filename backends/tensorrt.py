@@ -9,12 +9,11 @@ part of this module yet: compile and load refuse with a clear message instead of
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
-from edgeagent.backend import Availability, Backend, Capabilities, Precision, sdk_version
+from edgeagent.backend import (Availability, Backend, Capabilities, Precision, module_importable,
+                               sdk_version)
 from edgeagent.errors import BackendUnavailable
 
 INSTALL_HINT = ("pip install 'edgeagent[tensorrt]' --extra-index-url https://pypi.nvidia.com "
@@ -37,13 +36,6 @@ def nvidia_gpus() -> list[str]:
     return names
 
 
-def _importable(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # a broken or shadowed install counts as absent
-        return False
-
-
 class TensorRTBackend(Backend):
     """NVIDIA TensorRT: fp32, fp16 and explicit-QDQ int8 engines (GPU only)."""
 
@@ -60,7 +52,7 @@ class TensorRTBackend(Backend):
             recipes={"fp32": ("fp32",), "fp16": ("fp16",), "int8": ("qdq",)})
 
     def available(self) -> Availability:
-        if not _importable("tensorrt"):
+        if not module_importable("tensorrt"):
             return Availability(False, "the tensorrt Python package is not installed (it comes from "
                                 "NVIDIA's index, not PyPI)", INSTALL_HINT)
         if not nvidia_gpus():

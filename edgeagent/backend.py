@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import functools
 import importlib.metadata
+import importlib.util
 import os
 import tempfile
 import typing
@@ -101,6 +102,31 @@ def sdk_version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def module_importable(name: str) -> bool:
+    """Whether `name` can be imported, found without importing it (a broken install counts as no)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def coerce_enums(options: Any, backend: str, fields: Mapping[str, type[enum.Enum]]) -> None:
+    """In a frozen options dataclass's __post_init__: turn strings into the fields' enums.
+
+    Raises:
+        InputError: a value that is not one of the enum's, naming the valid ones.
+    """
+    for name, enum_type in fields.items():
+        value = getattr(options, name)
+        if value is None:
+            continue
+        try:
+            object.__setattr__(options, name, enum_type(str(value).lower()))
+        except ValueError:
+            raise InputError(f"{backend} option {name}={value!r} is invalid; choose one of "
+                             f"{[e.value for e in enum_type]}", field=name) from None
 
 
 def parse_options(cls: type, values: Mapping[str, str] | None) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BackendUnavailable, ExportMismatch, InputError, UnsupportedModel
-from .ir import ModelIR, load, save_proto, set_metadata
+from .ir import ModelIR, save_proto, set_metadata
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3

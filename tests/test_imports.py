@@ -12,12 +12,11 @@ import subprocess
 import sys
 import textwrap
 
-import edgeagent
-
 BLOCKED = ["torch", "transformers", "openvino", "nncf", "tensorrt", "tokenizers", "safetensors"]
 
 
 def _modules() -> list[str]:
+    import edgeagent
     import edgeagent.backends
 
     names = ["edgeagent", "edgeagent.backends"]
