@@ -1,1 +1,347 @@
-"""Hardware target profiles (one TOML file per device class), shipped as package data."""
+"""Hardware target profiles: one TOML file per device class, shipped as package data.
+
+A target says what a device is (architecture, CPU features, cores, memory), how to deploy on
+it (backends in preference order with device and precision presets), what it must meet
+(budgets) and which CI runners carry it. `--target host` builds one from this machine.
+
+Users add targets by path (`--target ./my-board.toml`) or with a folder on
+EDGEAGENT_TARGETS_PATH (os.pathsep-separated); a user file with a built-in's name wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgeagent.errors import InputError
+
+TARGETS_PATH_ENV = "EDGEAGENT_TARGETS_PATH"
+HOST = "host"
+KNOWN_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx", "neon", "asimddot", "fma", "f16c")
+ARCHITECTURES = ("x86_64", "aarch64")
+EMULATED_LABEL = "emulated: constraints only (speed not representative)"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+class TargetError(InputError):
+    """A target profile that cannot be used: names the file and the field."""
+
+
+def parse_size(value: Any, *, where: str = "", field_name: str = "") -> int:
+    """Bytes from an integer or a string such as "512MiB" or "8 GB"."""
+    if isinstance(value, bool):
+        raise TargetError(f"{where}: {field_name} must be a size such as \"512MiB\", got {value!r}",
+                          field=field_name)
+    if isinstance(value, int) and value > 0:
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if not match or float(match.group(1)) <= 0:
+        raise TargetError(f"{where}: {field_name} must be a positive size such as \"512MiB\" or "
+                          f"\"8GiB\", got {value!r}", field=field_name)
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+
+
+@dataclass(frozen=True)
+class BackendPreset:
+    """How a target deploys with one backend."""
+
+    name: str
+    device: str | None = None
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "device": self.device, "precisions": list(self.precisions),
+                "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What every cell on the target must meet; None means unchecked."""
+
+    p90_latency_ms: float | None = None
+    peak_memory_bytes: int | None = None
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None  # fraction: 0.01 is one point against fp32
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One device class."""
+
+    name: str
+    description: str
+    architecture: str
+    isa: tuple[str, ...] = ()
+    isa_absent: tuple[str, ...] = ()
+    cores: int = 1
+    threads: int = 1
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    backends: tuple[BackendPreset, ...] = ()
+    budgets: Budgets = Budgets()
+    runs_on: tuple[str, ...] = ()
+    source: str | None = None
+
+    @property
+    def backend_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.backends)
+
+    def preset(self, backend: str) -> BackendPreset | None:
+        return next((b for b in self.backends if b.name == backend), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "architecture": self.architecture,
+                "isa": list(self.isa), "isa_absent": list(self.isa_absent), "cores": self.cores,
+                "threads": self.threads, "memory_bytes": self.memory_bytes,
+                "memory_limit_bytes": self.memory_limit_bytes,
+                "backends": [b.to_json() for b in self.backends], "budgets": self.budgets.to_json(),
+                "runs_on": list(self.runs_on), "source": self.source}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Target:
+        return cls(name=data["name"], description=data.get("description", ""),
+                   architecture=data["architecture"], isa=tuple(data.get("isa", ())),
+                   isa_absent=tuple(data.get("isa_absent", ())), cores=int(data.get("cores", 1)),
+                   threads=int(data.get("threads", 1)), memory_bytes=data.get("memory_bytes"),
+                   memory_limit_bytes=data.get("memory_limit_bytes"),
+                   backends=tuple(BackendPreset(b["name"], b.get("device"), tuple(b.get("precisions", ())),
+                                                dict(b.get("options", {})))
+                                  for b in data.get("backends", ())),
+                   budgets=Budgets(**(data.get("budgets") or {})), runs_on=tuple(data.get("runs_on", ())),
+                   source=data.get("source"))
+
+
+def _require(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str,
+             *, optional: bool = False) -> Any:
+    if key not in table:
+        if optional:
+            return None
+        raise TargetError(f"{where}: missing required field {key!r}", field=key)
+    value = table[key]
+    # TOML booleans are ints to isinstance; a budget of `true` is a typo, not 1.
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TargetError(f"{where}: field {key!r} must be {_kind_name(kind)}, got {value!r}", field=key)
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a table"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def parse_target(data: Mapping[str, Any], *, source: str) -> Target:
+    """Validate one profile's table.
+
+    Raises:
+        TargetError: a missing, mistyped or out-of-range field, named with the file.
+    """
+    known = {"name", "description", "architecture", "isa", "isa_absent", "cores", "threads", "memory",
+             "memory_limit", "backends", "budgets", "runs_on"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TargetError(f"{source}: unknown field(s) {unknown}; valid fields: {sorted(known)}",
+                          field=unknown[0])
+    name = _require(data, "name", str, source)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name) or name == HOST:
+        raise TargetError(f"{source}: field 'name' must be lowercase letters, digits, '.', '_' or '-' "
+                          f"(and not {HOST!r}), got {name!r}", field="name")
+    arch = _require(data, "architecture", str, source)
+    if arch not in ARCHITECTURES:
+        raise TargetError(f"{source}: field 'architecture' must be one of {list(ARCHITECTURES)}, got "
+                          f"{arch!r}", field="architecture")
+    isa = tuple(_require(data, "isa", list, source, optional=True) or ())
+    isa_absent = tuple(_require(data, "isa_absent", list, source, optional=True) or ())
+    for key, values in (("isa", isa), ("isa_absent", isa_absent)):
+        bad = [v for v in values if v not in KNOWN_ISA]
+        if bad:
+            raise TargetError(f"{source}: field {key!r} has unknown feature(s) {bad}; known: "
+                              f"{list(KNOWN_ISA)}", field=key)
+    cores = _require(data, "cores", int, source)
+    threads = _require(data, "threads", int, source)
+    if cores < 1 or not 1 <= threads <= 4 * cores:
+        raise TargetError(f"{source}: fields 'cores' and 'threads' must be positive (threads at most "
+                          f"4 × cores), got cores={cores}, threads={threads}", field="threads")
+    memory = parse_size(_require(data, "memory", (str, int), source), where=source, field_name="memory")
+    limit_raw = _require(data, "memory_limit", (str, int), source, optional=True)
+    limit = parse_size(limit_raw, where=source, field_name="memory_limit") if limit_raw is not None else None
+    if limit is not None and limit > memory:
+        raise TargetError(f"{source}: field 'memory_limit' ({limit_raw}) exceeds 'memory'", field="memory_limit")
+    presets = []
+    for i, table in enumerate(_require(data, "backends", list, source)):
+        where = f"{source}: backends[{i}]"
+        if not isinstance(table, dict):
+            raise TargetError(f"{where} must be a table with 'name'", field="backends")
+        extra = sorted(set(table) - {"name", "device", "precisions", "options"})
+        if extra:
+            raise TargetError(f"{where}: unknown field(s) {extra}", field=extra[0])
+        precisions = tuple(_require(table, "precisions", list, where, optional=True) or ("fp32", "int8"))
+        bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+        if bad:
+            raise TargetError(f"{where}: field 'precisions' has {bad}; valid: fp32, fp16, int8",
+                              field="precisions")
+        presets.append(BackendPreset(_require(table, "name", str, where),
+                                     _require(table, "device", str, where, optional=True), precisions,
+                                     dict(_require(table, "options", dict, where, optional=True) or {})))
+    if not presets:
+        raise TargetError(f"{source}: field 'backends' must list at least one backend", field="backends")
+    budgets = _parse_budgets(_require(data, "budgets", dict, source, optional=True) or {}, source)
+    runs_on = _require(data, "runs_on", list, source)
+    if not runs_on or not all(isinstance(x, str) for x in runs_on):
+        raise TargetError(f"{source}: field 'runs_on' must be a non-empty list of runner labels",
+                          field="runs_on")
+    return Target(name=name, description=_require(data, "description", str, source), architecture=arch,
+                  isa=isa, isa_absent=isa_absent, cores=cores, threads=threads, memory_bytes=memory,
+                  memory_limit_bytes=limit, backends=tuple(presets), budgets=budgets,
+                  runs_on=tuple(runs_on), source=source)
+
+
+def _parse_budgets(table: Mapping[str, Any], source: str) -> Budgets:
+    where = f"{source}: budgets"
+    extra = sorted(set(table) - {"p90_latency_ms", "peak_memory", "min_accuracy", "max_accuracy_drop"})
+    if extra:
+        raise TargetError(f"{where}: unknown field(s) {extra}; valid: p90_latency_ms, peak_memory, "
+                          "min_accuracy, max_accuracy_drop", field=extra[0])
+    values: dict[str, Any] = {}
+    for key in ("p90_latency_ms", "min_accuracy", "max_accuracy_drop"):
+        raw = _require(table, key, (int, float), where, optional=True)
+        if raw is None:
+            continue
+        if raw < 0 or (key != "p90_latency_ms" and raw > 1):
+            raise TargetError(f"{where}: field {key!r} must be "
+                              f"{'positive' if key == 'p90_latency_ms' else 'a fraction in [0, 1]'}, "
+                              f"got {raw!r}", field=key)
+        values[key] = float(raw)
+    if "peak_memory" in table:
+        values["peak_memory_bytes"] = parse_size(table["peak_memory"], where=where, field_name="peak_memory")
+    return Budgets(**values)
+
+
+def load_target_file(path: str | os.PathLike) -> Target:
+    """Read and validate one profile.
+
+    Raises:
+        TargetError: unreadable TOML or an invalid field, naming the file.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TargetError(f"cannot read target file {path}: {exc.strerror or exc}", field=str(path)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TargetError(f"{path} is not valid TOML: {exc}", field=str(path)) from None
+    return parse_target(data, source=str(path))
+
+
+def _folders() -> list[Path]:
+    folders = [Path(p) for p in os.environ.get(TARGETS_PATH_ENV, "").split(os.pathsep) if p]
+    return [*folders, Path(__file__).parent]  # user folders first: their files override built-ins
+
+
+@functools.cache
+def _cached(path: str, mtime_ns: int) -> Target:
+    return load_target_file(path)
+
+
+def list_targets() -> dict[str, Target]:
+    """Every target on EDGEAGENT_TARGETS_PATH and the built-ins, by name (first one wins)."""
+    found: dict[str, Target] = {}
+    for folder in _folders():
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.toml")):
+            target = _cached(str(path), path.stat().st_mtime_ns)
+            found.setdefault(target.name, target)
+    return dict(sorted(found.items()))
+
+
+def get_target(name_or_path: str | os.PathLike | Target | None) -> Target:
+    """A target by name, by path to a `.toml`, or `host` (also for None).
+
+    Raises:
+        TargetError: an unknown name (the valid ones are listed) or an invalid file.
+    """
+    if isinstance(name_or_path, Target):
+        return name_or_path
+    if name_or_path is None or str(name_or_path) == HOST:
+        return host_target()
+    text = str(name_or_path)
+    if text.endswith(".toml") or os.sep in text:
+        return load_target_file(text)
+    targets = list_targets()
+    if text not in targets:
+        raise TargetError(f"unknown target {text!r}; valid targets: {[HOST, *targets]} or a path to a "
+                          f".toml profile", field="target")
+    return targets[text]
+
+
+def host_target() -> Target:
+    """A target describing this machine, with the backends usable here in preference order."""
+    from edgeagent.backend import backend_entries
+    from edgeagent.hostinfo import cpu_flags, memory_bytes, usable_cpus
+
+    flags = cpu_flags()
+    usable = [name for name, entry in backend_entries().items()
+              if entry.backend is not None and entry.backend.available()]
+    cpus = usable_cpus()
+    return Target(name=HOST, description=f"this machine ({platform.node() or 'unknown host'})",
+                  architecture=normalise_arch(platform.machine()),
+                  isa=tuple(k for k in KNOWN_ISA if flags.get(k)), cores=cpus, threads=cpus,
+                  memory_bytes=memory_bytes(), backends=tuple(BackendPreset(n) for n in usable),
+                  runs_on=("self-hosted",))
+
+
+def normalise_arch(machine: str) -> str:
+    machine = machine.lower()
+    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How this machine relates to a target: native, emulated (constraints only) or skipped."""
+
+    mode: str  # "native" | "emulated" | "skipped"
+    reason: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"mode": self.mode, "reason": self.reason}
+
+
+def fit(target: Target, host: Target | None = None) -> Fit:
+    """Whether `target` runs here natively, only as constraints, or not at all.
+
+    Same architecture without a required feature → skipped: the kernels a backend picks would
+    not be the device's. Another architecture, or a host with features the device lacks
+    (`isa_absent`) → emulated: threads and memory are the device's, speed is not.
+    """
+    host = host or host_target()
+    if target.name == HOST:
+        return Fit("native", "this machine")
+    host_flags = set(host.isa)
+    if target.architecture == host.architecture:
+        missing = [f for f in target.isa if f not in host_flags]
+        if missing:
+            return Fit("skipped", f"target {target.name} needs CPU feature(s) {missing} that this "
+                                  f"{host.architecture} CPU lacks")
+        extra = [f for f in target.isa_absent if f in host_flags]
+        if extra:
+            return Fit("emulated", f"this CPU has {extra}, which {target.name} lacks: {EMULATED_LABEL}")
+        if target.threads > host.cores:
+            return Fit("emulated", f"{target.name} uses {target.threads} threads, this machine has "
+                                   f"{host.cores} CPUs: {EMULATED_LABEL}")
+        return Fit("native", f"{host.architecture} with {list(target.isa) or 'no special'} features")
+    return Fit("emulated", f"{target.name} is {target.architecture}, this machine is "
+                           f"{host.architecture}: {EMULATED_LABEL}")
