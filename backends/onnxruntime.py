@@ -167,6 +167,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     pip_extra = None  # a core dependency
     Options = OrtOptions
+    sdk_modules = ("onnxruntime",)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

@@ -171,6 +171,7 @@ class OpenVINOBackend(Backend):
     name = "openvino"
     pip_extra = "openvino"
     Options = OpenVINOOptions
+    sdk_modules = ("openvino",)
 
     def capabilities(self) -> Capabilities:
         devices: tuple[str, ...] = ()

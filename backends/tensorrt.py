@@ -41,6 +41,7 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
     pip_extra = "tensorrt"
+    sdk_modules = ("tensorrt",)
 
     def capabilities(self) -> Capabilities:
         gpus = nvidia_gpus()

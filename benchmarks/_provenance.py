@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import subprocess
-from pathlib import Path
-
+from edgeagent.bench.provenance import commit_info, utc_now
 from edgeagent.hostinfo import host_summary
 
 
-def git_commit(repo: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo or Path(__file__).parent,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+def git_commit() -> str | None:
+    info = commit_info()
+    return None if info["id"] is None else info["id"] + ("-dirty" if info["dirty"] else "")
 
 
 def provenance() -> dict:
-    return {**host_summary(), "commit": git_commit(),
-            "utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    return {**host_summary(), "commit": git_commit(), "utc": utc_now()}

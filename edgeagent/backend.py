@@ -277,6 +277,8 @@ class Backend(ABC):
     name: ClassVar[str]
     pip_extra: ClassVar[str | None] = None
     Options: ClassVar[type] = NoOptions
+    # Modules the bench imports alone to measure this backend's import-only memory baseline.
+    sdk_modules: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def capabilities(self) -> Capabilities:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,39 @@ def as_dataset(calibration: Dataset | Iterable | str | os.PathLike | None,
     if isinstance(calibration, (str, os.PathLike)):
         return Dataset.from_npz(calibration, input_names=input_names)
     return Dataset(calibration)
+
+
+def synthetic_feeds(inputs: Sequence[Any], *, dims: Mapping[str, int] | None = None, batch: int = 1,
+                    seed: int = 0) -> Feeds:
+    """Inputs for timing a model that came without data.
+
+    Symbolic dims take `dims[name]`, the first axis takes `batch`, any other symbolic dim 16.
+    Floats are standard normal; integers are 1 and booleans True, which stay valid as token
+    ids, attention masks and segment ids alike (random ids could exceed a vocabulary).
+
+    Raises:
+        InputError: a dim override that is not a positive integer.
+    """
+    dims = dict(dims or {})
+    for name, value in dims.items():
+        if not isinstance(value, int) or value < 1:
+            raise InputError(f"dim {name!r} must be a positive integer, got {value!r}", field=name)
+    rng = np.random.default_rng(seed)
+    feeds: Feeds = {}
+    for spec in inputs:
+        shape = []
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            elif isinstance(dim, str) and dim in dims:
+                shape.append(dims[dim])
+            else:
+                shape.append(batch if axis == 0 else 16)
+        dtype = np.dtype(spec.dtype)
+        if np.issubdtype(dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[spec.name] = np.ones(shape, dtype=bool)
+        else:
+            feeds[spec.name] = np.ones(shape, dtype=dtype)
+    return feeds

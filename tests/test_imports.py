@@ -12,14 +12,15 @@ import subprocess
 import sys
 import textwrap
 
-BLOCKED = ["torch", "transformers", "openvino", "nncf", "tensorrt", "tokenizers", "safetensors"]
+BLOCKED = ["torch", "transformers", "openvino", "nncf", "tensorrt", "tokenizers", "safetensors", "matplotlib"]
 
 
 def _modules() -> list[str]:
     import edgeagent
     import edgeagent.backends
+    import edgeagent.targets
 
-    names = ["edgeagent", "edgeagent.backends"]
+    names = ["edgeagent", "edgeagent.backends", "edgeagent.targets"]
     # backends/ is mapped into the package (package-dir), so walk it on its own path too.
     for package, prefix in ((edgeagent, "edgeagent."), (edgeagent.backends, "edgeagent.backends.")):
         names += [info.name for info in pkgutil.walk_packages(package.__path__, prefix)]
@@ -29,6 +30,7 @@ def _modules() -> list[str]:
 def test_all_modules_import_without_optional_sdks():
     modules = _modules()
     assert "edgeagent.backends.onnxruntime" in modules and "edgeagent.cli.main" in modules
+    assert "edgeagent.bench.worker" in modules and "edgeagent.workloads" in modules
     script = textwrap.dedent(f'''
         import importlib, importlib.abc, json, sys
         BLOCKED = {BLOCKED!r}

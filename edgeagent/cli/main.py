@@ -7,9 +7,10 @@ import os
 import sys
 import traceback
 
-from . import backends, compile as compile_cmd, doctor, export as export_cmd, run as run_cmd
+from . import (backends, bench, compare, compile as compile_cmd, doctor, export as export_cmd, report,
+               run as run_cmd)
 
-COMMANDS = (backends, export_cmd, compile_cmd, run_cmd, doctor)
+COMMANDS = (backends, export_cmd, compile_cmd, run_cmd, bench, report, compare, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,11 @@
+"""The benchmark harness: cells in their own processes, results files, reports and the gate.
+
+    from edgeagent.bench import BenchConfig, run_bench
+    document = run_bench(BenchConfig(["model.onnx"], out="r.json", eval="eval.npz"))
+"""
+
+from .results import SCHEMA, ResultsError, load_results
+from .runner import BenchConfig, BenchProtocol, budget_failures, run_bench
+
+__all__ = ["SCHEMA", "BenchConfig", "BenchProtocol", "ResultsError", "budget_failures", "load_results",
+           "run_bench"]

@@ -1,0 +1,187 @@
+"""Reports from results files: a Markdown table, a CSV, and plots.
+
+The plot puts each target's cells on latency against accuracy with the Pareto frontier marked
+(nothing else is both faster and more accurate), beside the latency distribution of each cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+COLUMNS = ("cell", "status", "p50_ms", "p90_ms", "p99_ms", "cv", "load_ms", "first_ms", "peak_mib",
+           "size_mib", "accuracy", "top1_agreement", "max_abs_diff", "drop_points", "budgets", "flags")
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else value * 1000
+
+
+def _mib(value: float | None) -> float | None:
+    return None if value is None else value / 2**20
+
+
+def cell_row(cell: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat row a table or CSV shows for one cell."""
+    stats = cell.get("stats") or {}
+    cold = cell.get("cold_start") or {}
+    accuracy = cell.get("accuracy") or {}
+    metric = next(iter(accuracy), None)
+    agreement = cell.get("agreement") or {}
+    drop = (cell.get("accuracy_drop") or {}).get(metric) if metric else None
+    budgets = cell.get("budgets") or {}
+    flags = list(cell.get("flags") or [])
+    if cell.get("emulated"):
+        flags.append("emulated")
+    return {
+        "cell": cell["name"], "status": cell["status"] if cell["status"] == "ok" else
+        f"{cell['status']}: {cell.get('message') or ''}".strip(),
+        "p50_ms": _ms(stats.get("p50")), "p90_ms": _ms(stats.get("p90")), "p99_ms": _ms(stats.get("p99")),
+        "cv": stats.get("cv"), "load_ms": _ms(cold.get("load_s")), "first_ms": _ms(cold.get("first_inference_s")),
+        "peak_mib": _mib((cell.get("memory") or {}).get("peak_rss_bytes")),
+        "size_mib": _mib(cell.get("size_bytes")),
+        "accuracy": f"{metric}={accuracy[metric]:.4f}" if metric else None,
+        "top1_agreement": agreement.get("top1"), "max_abs_diff": agreement.get("max_abs_diff"),
+        "drop_points": None if drop is None else drop * 100,
+        "budgets": ("pass" if all(c["pass"] for c in budgets.values()) else "FAIL: " + ", ".join(
+            k for k, c in budgets.items() if not c["pass"])) if budgets else None,
+        "flags": ",".join(flags) or None,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(documents: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> str:
+    """One Markdown row per cell, with each file's provenance above its rows."""
+    if isinstance(documents, Mapping):
+        documents = [documents]
+    parts = []
+    for document in documents:
+        machine = document.get("machine_info", {})
+        target = document.get("target", {})
+        flags = [k for k, v in (machine.get("cpu_flags") or {}).items() if v]
+        commit = (document.get("commit_info") or {}).get("id")
+        parts.append(f"**{target.get('name', '?')}** on {machine.get('cpu', '?')} "
+                     f"({machine.get('usable_cpus', '?')} CPUs; flags: {', '.join(flags) or 'none'}) · "
+                     f"edgeagent {document.get('version')} · commit {commit[:12] if commit else 'unknown'} · "
+                     f"{document.get('datetime')}" + ("" if document.get("complete", True) else " · INCOMPLETE"))
+        if target.get("emulated"):
+            parts.append(f"> {target.get('label')}")
+        header = "| " + " | ".join(COLUMNS) + " |"
+        rows = [header, "|" + "---|" * len(COLUMNS)]
+        for cell in document["benchmarks"]:
+            row = cell_row(cell)
+            rows.append("| " + " | ".join(_fmt(row[c]) for c in COLUMNS) + " |")
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
+
+
+summary_table = markdown_table
+
+
+def write_csv(documents: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """One CSV row per cell, with the target and commit of its file."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["target", "commit", *COLUMNS])
+    writer.writeheader()
+    for document in documents:
+        for cell in document["benchmarks"]:
+            writer.writerow({"target": document.get("target", {}).get("name"),
+                             "commit": (document.get("commit_info") or {}).get("id"), **cell_row(cell)})
+    Path(path).write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both latency (lower) and accuracy (higher)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot(documents: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Latency against accuracy per target (Pareto frontier marked) and latency distributions.
+
+    Raises:
+        InputError: matplotlib is not installed (`pip install edgeagent[plot]`).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("--plot needs matplotlib: pip install 'edgeagent[plot]'", field="--plot") from None
+    by_target: dict[str, list[Mapping[str, Any]]] = {}
+    for document in documents:
+        name = document.get("target", {}).get("name", "?")
+        suffix = " (emulated)" if document.get("target", {}).get("emulated") else ""
+        by_target.setdefault(name + suffix, []).extend(c for c in document["benchmarks"] if c["status"] == "ok")
+    if not any(by_target.values()):
+        raise InputError("no cell finished with status ok: nothing to plot", field="--plot")
+    rows = len(by_target)
+    fig, axes = plt.subplots(rows, 2, figsize=(13, 4.6 * rows), squeeze=False)
+    markers = {"onnxruntime": "o", "openvino": "s", "tensorrt": "^"}
+    colours = {"fp32": "tab:blue", "fp16": "tab:green", "int8": "tab:red"}
+    for row, (target, cells) in enumerate(by_target.items()):
+        scatter, dist = axes[row]
+        points, labels = [], []
+        for cell in cells:
+            accuracy = cell.get("accuracy") or {}
+            metric = next(iter(accuracy), None)
+            if metric is None:
+                continue
+            x, y = cell["stats"]["p50"] * 1000, accuracy[metric]
+            points.append((x, y))
+            labels.append(cell)
+            scatter.scatter(x, y, marker=markers.get(cell["backend"], "D"),
+                            color=colours.get(cell["precision"], "tab:gray"), s=60, zorder=3)
+            scatter.annotate(cell["model"]["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        if points:
+            front = sorted(pareto_front(points), key=lambda i: points[i][0])
+            scatter.step([points[i][0] for i in front], [points[i][1] for i in front], where="post",
+                         color="black", linestyle="--", linewidth=1, label="Pareto frontier", zorder=2)
+            scatter.set_xscale("log")
+            scatter.set_ylabel(next(iter(labels[0]["accuracy"])))
+            from matplotlib.lines import Line2D
+
+            handles = [Line2D([], [], marker=m, linestyle="", color="gray", label=b) for b, m in markers.items()]
+            handles += [Line2D([], [], marker="o", linestyle="", color=c, label=p) for p, c in colours.items()]
+            handles.append(Line2D([], [], color="black", linestyle="--", label="Pareto frontier"))
+            scatter.legend(handles=handles, fontsize=7, loc="lower right")
+        else:
+            scatter.text(0.5, 0.5, "no accuracy measured (bench with --eval or --workload)",
+                         ha="center", va="center", transform=scatter.transAxes)
+        scatter.set_xlabel("p50 latency (ms, log)")
+        scatter.set_title(f"{target}: latency vs accuracy")
+        scatter.grid(True, which="both", alpha=0.3)
+        for cell in cells:
+            quantiles = [q * 1000 for q in cell["stats"]["quantiles"]]
+            fractions = [i / (len(quantiles) - 1) for i in range(len(quantiles))]
+            dist.plot(quantiles, fractions, label=f"{cell['model']['name']} {cell['backend']}/{cell['precision']}",
+                      color=colours.get(cell["precision"]),
+                      linestyle={"onnxruntime": "-", "openvino": "--", "tensorrt": ":"}.get(cell["backend"], "-."))
+        dist.set_xscale("log")
+        dist.set_xlabel("latency per call (ms, log)")
+        dist.set_ylabel("fraction of calls (ECDF)")
+        dist.set_title(f"{target}: latency distribution")
+        dist.grid(True, which="both", alpha=0.3)
+        dist.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

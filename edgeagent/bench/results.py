@@ -1,0 +1,129 @@
+"""The results file: a versioned JSON document, written atomically, and its per-cell journal.
+
+Schema "edgeagent.bench/1" (documented field by field in `results.schema.json` beside this
+module) keeps pytest-benchmark's top-level names where they fit: `machine_info`,
+`commit_info`, `datetime`, `version`, `benchmarks` (one entry per cell, each with `stats` in
+seconds). The journal (`<out>.journal`, JSON lines) gets one line per finished cell, fsynced,
+so a killed run resumes with `--resume` and no cell is run or recorded twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..artifact import atomic_write_text
+from ..errors import InputError
+
+SCHEMA = "edgeagent.bench/1"
+JOURNAL_SCHEMA = "edgeagent.bench.journal/1"
+STATUSES = ("ok", "error", "crashed", "timeout", "oom", "skipped")
+SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
+
+
+class ResultsError(InputError):
+    """A results file that does not parse or has another schema version."""
+
+
+def journal_path(out: Path) -> Path:
+    return out.with_name(out.name + ".journal")
+
+
+def write_results(out: Path, document: Mapping[str, Any]) -> None:
+    """Write the results document atomically (temporary file, fsync, rename)."""
+    atomic_write_text(out, json.dumps(document, indent=1, default=str) + "\n")
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a results file and check its schema version.
+
+    Raises:
+        ResultsError: missing, unparsable, or another schema.
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"results file {path} does not exist", field=str(path)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"results file {path} does not parse as JSON ({exc}); was the run killed "
+                           "before it wrote the file? Rerun it with --resume", field=str(path)) from None
+    if not isinstance(document, dict) or "schema" not in document:
+        raise ResultsError(f"{path} is not an edgeagent bench results file (no 'schema' field)",
+                           field=str(path))
+    if document["schema"] != SCHEMA:
+        raise ResultsError(f"{path} has schema {document['schema']!r}; this edgeagent reads {SCHEMA!r}. "
+                           "Rerun the bench with this version or compare with the version that wrote it",
+                           field="schema")
+    if not isinstance(document.get("benchmarks"), list):
+        raise ResultsError(f"{path}: 'benchmarks' must be a list of cells", field="benchmarks")
+    for i, cell in enumerate(document["benchmarks"]):
+        if not isinstance(cell, dict) or "name" not in cell or cell.get("status") not in STATUSES:
+            raise ResultsError(f"{path}: benchmarks[{i}] lacks a name or a valid status "
+                               f"({', '.join(STATUSES)})", field=f"benchmarks[{i}]")
+    return document
+
+
+class Journal:
+    """Append-only record of finished cells, checked against the run's fingerprint on resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def start(self, fingerprint: Mapping[str, Any]) -> None:
+        self._append({"journal": JOURNAL_SCHEMA, "fingerprint": dict(fingerprint)}, mode="w")
+
+    def read(self, fingerprint: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Finished cells by name; a torn last line (killed mid-write) is dropped.
+
+        Raises:
+            ResultsError: the journal belongs to a run with other settings.
+        """
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        records = []
+        for number, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines) - 1:
+                    break  # the write the kill interrupted
+                raise ResultsError(f"journal {self.path} is corrupt at line {number + 1}; delete it "
+                                   "to start the run again", field=str(self.path)) from None
+        if not records or records[0].get("journal") != JOURNAL_SCHEMA:
+            raise ResultsError(f"{self.path} is not a bench journal ({JOURNAL_SCHEMA}); delete it",
+                               field=str(self.path))
+        recorded = records[0].get("fingerprint")
+        if recorded != json.loads(json.dumps(dict(fingerprint), default=str)):
+            changed = sorted(k for k in set(recorded or {}) | set(fingerprint)
+                             if (recorded or {}).get(k) != json.loads(json.dumps(fingerprint.get(k), default=str)))
+            raise ResultsError(f"--resume with other settings than the interrupted run (differs in "
+                               f"{changed}); rerun with the same arguments or delete {self.path}",
+                               field="resume")
+        return {r["cell"]["name"]: r["cell"] for r in records[1:] if "cell" in r}
+
+    def record(self, cell: Mapping[str, Any]) -> None:
+        self._append({"cell": dict(cell)})
+
+    def _append(self, record: Mapping[str, Any], mode: str = "a") -> None:
+        with open(self.path, mode, encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def cells_by_name(documents: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Cells of several results files by name; a later file's cell replaces an earlier one's."""
+    merged: dict[str, dict[str, Any]] = {}
+    for document in documents:
+        for cell in document["benchmarks"]:
+            merged[cell["name"]] = cell
+    return merged

@@ -1,0 +1,157 @@
+"""Workloads: what accuracy means for a model (evaluation data, timing inputs, metrics).
+
+A workload gives the bench three things for one model: batches of evaluation inputs with
+their labels, batch-1 timing inputs in the shapes real traffic has (unpadded where lengths
+vary), and metrics over the model's outputs. `NpzClassification` wraps an `.npz` file
+(`--eval FILE.npz`); named workloads (`--workload NAME`) register in the `edgeagent.workloads`
+entry-point group, as backends do.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..data import Dataset, NpzArrays
+from ..errors import InputError
+from ..ir import TensorSpec
+
+ENTRY_POINT_GROUP = "edgeagent.workloads"
+Feeds = dict[str, np.ndarray]
+
+
+@runtime_checkable
+class Workload(Protocol):
+    """The contract the bench relies on. `primary_metric` names the metric budgets check."""
+
+    name: str
+    primary_metric: str | None
+
+    def eval_batches(self, inputs: Sequence[TensorSpec]) -> Iterator[tuple[Feeds, np.ndarray | None]]:
+        """Evaluation inputs and their labels (None where the workload has none)."""
+
+    def timing_feeds(self, inputs: Sequence[TensorSpec], count: int) -> list[Feeds]:
+        """Up to `count` batch-1 feeds in the shapes real requests have."""
+
+    def calibration(self, inputs: Sequence[TensorSpec]) -> Dataset:
+        """Representative inputs for INT8 calibration."""
+
+    def metrics(self, outputs: Mapping[str, np.ndarray], labels: np.ndarray | None) -> dict[str, float]:
+        """Task metrics over all evaluation outputs (concatenated along the batch axis)."""
+
+    def end_to_end(self, session: Any) -> tuple[Callable[[Any], Any], list[Any]] | None:
+        """For agent workloads: a callable doing tokenize → infer → decode, and its inputs."""
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1 accuracy and macro-F1 (classes absent from both labels and predictions skipped)."""
+    predicted = np.asarray(logits).reshape(len(labels), -1).argmax(-1)
+    labels = np.asarray(labels).reshape(-1)
+    f1s = []
+    for cls in np.union1d(labels, predicted):
+        tp = np.sum((predicted == cls) & (labels == cls))
+        fp = np.sum((predicted == cls) & (labels != cls))
+        fn = np.sum((predicted != cls) & (labels == cls))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": float(np.mean(predicted == labels)), "macro_f1": float(np.mean(f1s))}
+
+
+def batch_axis_dynamic(inputs: Sequence[TensorSpec]) -> bool:
+    """Whether every input's first axis is symbolic, so samples can be stacked."""
+    return bool(inputs) and all(s.shape and isinstance(s.shape[0], str) for s in inputs)
+
+
+class NpzClassification:
+    """An `.npz` with one array per input and an optional `labels` array.
+
+    Metrics are top-1 accuracy and macro-F1 of the first output's argmax. Timing feeds are the
+    file's samples one at a time: the shapes are the file's (fixed, as the file is rectangular).
+    """
+
+    primary_metric = "accuracy"
+
+    def __init__(self, path: str | os.PathLike, *, eval_batch: int = 64) -> None:
+        self.path = Path(path)
+        self.name = f"npz:{self.path.name}"
+        self.eval_batch = eval_batch
+        self._arrays: NpzArrays | None = None
+
+    def _load(self, inputs: Sequence[TensorSpec]) -> NpzArrays:
+        if self._arrays is None:
+            self._arrays = NpzArrays(self.path, input_names=[s.name for s in inputs])
+        return self._arrays
+
+    def eval_batches(self, inputs):
+        arrays = self._load(inputs)
+        size = self.eval_batch if batch_axis_dynamic(inputs) else 1
+        for start in range(0, arrays.count, size):
+            feeds = {n: np.ascontiguousarray(a[start:start + size]) for n, a in arrays.arrays.items()}
+            labels = None if arrays.labels is None else arrays.labels[start:start + size]
+            yield feeds, labels
+
+    def timing_feeds(self, inputs, count):
+        arrays = self._load(inputs)
+        return [feeds for feeds, _ in zip(arrays.batches(1), range(count))]
+
+    def calibration(self, inputs):
+        return Dataset.from_npz(self.path, input_names=[s.name for s in inputs])
+
+    def metrics(self, outputs, labels):
+        if labels is None or not outputs:
+            return {}
+        first = next(iter(outputs.values()))
+        if not np.issubdtype(first.dtype, np.floating) or first.size == 0:
+            return {}
+        return classification_metrics(first, labels)
+
+    def end_to_end(self, session):
+        return None
+
+
+@functools.cache
+def _registered() -> dict[str, importlib.metadata.EntryPoint]:
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def list_workloads() -> list[str]:
+    """Names usable with `--workload`."""
+    return sorted(_registered())
+
+
+def get_workload(name: str, **kwargs: Any) -> Workload:
+    """The workload registered as `name`.
+
+    Raises:
+        InputError: an unknown name (the valid ones are listed) or a workload that fails to load.
+    """
+    entry = _registered().get(name)
+    if entry is None:
+        names = list_workloads()
+        raise InputError(f"unknown workload {name!r}; registered workloads: "
+                         f"{names or 'none'} (or pass --eval FILE.npz)", field="workload")
+    try:
+        factory = entry.load()
+        return factory(**kwargs)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in names itself, not a traceback
+        raise InputError(f"workload {name!r} failed to load ({entry.value}): "
+                         f"{type(exc).__name__}: {exc}", field="workload") from exc
+
+
+def workload_from_spec(spec: Mapping[str, Any]) -> Workload:
+    """Rebuild a workload from its JSON description (how bench cells receive theirs)."""
+    if spec.get("kind") == "npz":
+        return NpzClassification(spec["path"], eval_batch=int(spec.get("eval_batch", 64)))
+    if spec.get("kind") == "registered":
+        return get_workload(spec["name"])
+    raise InputError(f"unknown workload description {dict(spec)!r}")

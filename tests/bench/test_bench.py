@@ -1,0 +1,233 @@
+"""`edgeagent bench`, `report` and `compare` end to end on a small classifier, with real processes.
+
+Failures are injected with the worker's test-only hook (EDGEAGENT_BENCH_FAULT): a real abort,
+segfault, hang or MemoryError in a real cell process, which the parent must survive.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeagent.bench import SCHEMA, load_results
+from edgeagent.bench.results import SCHEMA_FILE, journal_path
+from edgeagent.cli.main import main
+from tests import models
+
+QUICK = ["--repeats", "2", "--min-calls", "20", "--min-time", "0.05", "--warmup", "2", "--batch", "4"]
+QUICKER = ["--repeats", "1", "--min-calls", "5", "--min-time", "0", "--warmup", "1", "--batch", "1"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    model = models.mlp_classifier(folder / "mlp.onnx")
+    x, y = models.blobs(300, seed=2)
+    np.savez(folder / "eval.npz", x=x, labels=y)
+    return folder, model, folder / "eval.npz"
+
+
+@pytest.fixture(scope="module")
+def results(files):
+    folder, model, data = files
+    out = folder / "r.json"
+    code = main(["bench", str(model), "--eval", str(data), "--backends", "onnxruntime",
+                 "--precisions", "fp32,int8", *QUICK, "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_results_follow_the_documented_schema(results):
+    import jsonschema
+
+    document = json.loads(results.read_text())
+    jsonschema.validate(document, json.loads(SCHEMA_FILE.read_text()))
+    assert document["schema"] == SCHEMA and document["complete"] is True
+    assert not journal_path(results).exists()  # a finished run leaves no journal
+
+
+def test_every_cell_has_latency_memory_accuracy_and_provenance(results):
+    document = load_results(results)
+    names = [c["name"] for c in document["benchmarks"]]
+    assert names == ["mlp[onnxruntime/fp32@host]", "mlp[onnxruntime/int8@host]"]
+    for cell in document["benchmarks"]:
+        assert cell["status"] == "ok", cell.get("message")
+        stats = cell["stats"]
+        assert 0 < stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
+        assert stats["rounds"] >= 2 * 20 and len(cell["repeats"]) == 2
+        assert cell["spread"]["p50"]["min"] <= stats["p50"] <= cell["spread"]["p50"]["max"]
+        assert cell["cold_start"]["compile_s"] > 0 and cell["cold_start"]["load_s"] > 0
+        assert cell["cold_start"]["first_inference_s"] > 0
+        memory = cell["memory"]
+        assert memory["peak_rss_bytes"] > memory["import_baseline_rss_bytes"] > 0
+        assert cell["size_bytes"] > 0 and len(cell["artifact_sha256"]) == 64
+        assert cell["accuracy"]["accuracy"] >= 0.95 and 0 < cell["accuracy"]["macro_f1"] <= 1
+        assert cell["agreement"]["top1"] >= 0.98
+        assert cell["throughput"]["batch"] == 4 and cell["throughput"]["items_per_s"] > 0
+        assert cell["eval_samples"] == 300 and cell["threads"] >= 1
+    fp32, int8 = document["benchmarks"]
+    assert fp32["agreement"]["max_abs_diff"] == pytest.approx(0, abs=1e-5)
+    assert int8["agreement"]["max_abs_diff"] > 0  # quantized outputs really differ
+    assert int8["accuracy_drop"]["reference"] == fp32["name"]
+    assert int8["recipe"]["name"] == "static"  # calibrated from the eval inputs
+    machine = document["machine_info"]
+    assert machine["software"]["onnxruntime"] and machine["software"]["numpy"]
+    assert "avx2" in machine["cpu_flags"] and machine["usable_cpus"] >= 1
+    assert document["target"]["name"] == "host" and document["target"]["emulated"] is False
+    assert "id" in document["commit_info"]
+
+
+def test_report_writes_markdown_csv_and_plot(results, tmp_path, capsys):
+    md, table, png = tmp_path / "r.md", tmp_path / "r.csv", tmp_path / "r.png"
+    assert main(["report", str(results), "--md", str(md), "--csv", str(table), "--plot", str(png)]) == 0
+    text = md.read_text()
+    assert "mlp[onnxruntime/int8@host]" in text and "| p50_ms |" in text.replace("cell | status | ", "")
+    rows = list(csv.DictReader(table.open()))
+    assert [r["cell"] for r in rows] == ["mlp[onnxruntime/fp32@host]", "mlp[onnxruntime/int8@host]"]
+    assert float(rows[0]["p50_ms"]) > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_compare_passes_on_itself_and_fails_on_a_regression(results, tmp_path, capsys):
+    assert main(["compare", str(results), str(results)]) == 0
+    slower = json.loads(results.read_text())
+    cell = slower["benchmarks"][1]
+    for key in ("p50", "p90"):
+        cell["stats"][key] *= 3
+        cell["spread"][key] = {"min": cell["stats"][key], "max": cell["stats"][key]}
+    (tmp_path / "slow.json").write_text(json.dumps(slower))
+    capsys.readouterr()
+    assert main(["compare", str(results), str(tmp_path / "slow.json"), "--format", "json"]) == 1
+    verdicts = {c["name"]: c["verdict"] for c in json.loads(capsys.readouterr().out)["cells"]}
+    assert verdicts == {"mlp[onnxruntime/fp32@host]": "ok", "mlp[onnxruntime/int8@host]": "regression"}
+
+    worse = json.loads(results.read_text())
+    worse["benchmarks"][0]["accuracy"]["accuracy"] -= 0.05
+    del worse["benchmarks"][1]
+    (tmp_path / "worse.json").write_text(json.dumps(worse))
+    assert main(["compare", str(results), str(tmp_path / "worse.json"), "--max-accuracy-drop", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "missing from the new results" in out and "accuracy -5.00 points" in out
+    assert main(["compare", str(results), str(tmp_path / "worse.json"), "--max-accuracy-drop", "10"]) == 1
+
+
+@pytest.mark.parametrize("kind, status", [("crash", "crashed"), ("segv", "crashed"), ("oom", "oom"),
+                                          ("error", "error")])
+def test_a_failing_cell_is_recorded_and_the_rest_still_run(files, tmp_path, monkeypatch, kind, status):
+    folder, model, data = files
+    monkeypatch.setenv("EDGEAGENT_BENCH_FAULT", f"first_inference:{kind}:int8")
+    out = tmp_path / "r.json"
+    assert main(["bench", str(model), "--eval", str(data), "--backends", "onnxruntime",
+                 "--precisions", "int8,fp32", *QUICKER, "--out", str(out)]) == 0
+    cells = {c["precision"]: c for c in load_results(out)["benchmarks"]}
+    assert cells["int8"]["status"] == status and cells["int8"]["stage"] == "first_inference"
+    if kind in ("crash", "segv"):
+        assert ("SIGABRT" if kind == "crash" else "SIGSEGV") in cells["int8"]["message"]
+    assert cells["fp32"]["status"] == "ok" and cells["fp32"]["accuracy"]["accuracy"] >= 0.95
+
+
+def test_a_hanging_stage_times_out(files, tmp_path, monkeypatch):
+    folder, model, data = files
+    monkeypatch.setenv("EDGEAGENT_BENCH_FAULT", "timed:hang:fp32")
+    out = tmp_path / "r.json"
+    start = time.monotonic()
+    assert main(["bench", str(model), "--eval", str(data), "--backends", "onnxruntime", "--precisions",
+                 "fp32,int8", *QUICKER, "--timeout", "run=3", "--out", str(out)]) == 0
+    assert time.monotonic() - start < 60
+    cells = {c["precision"]: c for c in load_results(out)["benchmarks"]}
+    assert cells["fp32"]["status"] == "timeout" and cells["fp32"]["stage"] == "timed"
+    assert "3 s timeout" in cells["fp32"]["message"]
+    assert cells["int8"]["status"] == "ok"
+
+
+def test_a_killed_run_resumes_without_duplicates(files, tmp_path):
+    folder, model, data = files
+    out = tmp_path / "r.json"
+    argv = [sys.executable, "-m", "edgeagent.cli.main", "bench", str(model), "--eval", str(data),
+            "--backends", "onnxruntime", "--precisions", "fp32,int8,fp16", *QUICKER, "--out", str(out)]
+    # The second cell hangs, so the run is reliably midway when it is killed.
+    env = {**os.environ, "EDGEAGENT_BENCH_FAULT": "load:hang:int8"}
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    journal = journal_path(out)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    time.sleep(1.0)  # let the hanging cell start
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first_run = [json.loads(line)["cell"] for line in journal.read_text().splitlines()[1:]]
+    assert [c["name"] for c in first_run] == ["mlp[onnxruntime/fp32@host]"]
+    partial = load_results(out)
+    assert partial["complete"] is False and len(partial["benchmarks"]) == 1
+
+    refused = subprocess.run(argv, capture_output=True, text=True)
+    assert refused.returncode == 1 and "--resume" in refused.stderr  # never overwrites silently
+
+    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    document = load_results(out)
+    names = [c["name"] for c in document["benchmarks"]]
+    assert names == ["mlp[onnxruntime/fp32@host]", "mlp[onnxruntime/int8@host]", "mlp[onnxruntime/fp16@host]"]
+    assert document["complete"] is True and not journal.exists()
+    assert document["benchmarks"][0] == {**first_run[0], **{k: document["benchmarks"][0][k]
+                                                            for k in ("budgets", "accuracy_drop")}}
+
+
+def test_resume_with_other_settings_is_refused(files, tmp_path):
+    folder, model, data = files
+    out = tmp_path / "r.json"
+    journal_path(out).write_text(json.dumps({"journal": "edgeagent.bench.journal/1",
+                                             "fingerprint": {"cells": ["other"]}}) + "\n")
+    assert main(["bench", str(model), "--backends", "onnxruntime", "--precisions", "fp32", *QUICKER,
+                 "--resume", "--out", str(out)]) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backends", "onnxruntime,nope"], "registered backends"),
+    (["--precisions", "fp8"], "fp32"),
+    (["--target", "no-such-board"], "valid targets"),
+    (["--workload", "no-such-workload"], "registered workloads"),
+    (["--timeout", "bogus=3"], "stages"),
+])
+def test_bad_grid_input_names_the_valid_choices(files, tmp_path, capsys, args, message):
+    folder, model, data = files
+    assert main(["bench", str(model), *args, "--out", str(tmp_path / "r.json")]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_results_that_do_not_parse_or_have_another_schema_are_refused(results, tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"schema": "edgeagent.bench/1", "benchm')
+    assert main(["report", str(broken)]) == 1
+    assert "does not parse" in capsys.readouterr().err
+    other = copy.deepcopy(json.loads(results.read_text()))
+    other["schema"] = "edgeagent.bench/0"
+    (tmp_path / "old.json").write_text(json.dumps(other))
+    assert main(["compare", str(results), str(tmp_path / "old.json")]) == 1
+    assert "edgeagent.bench/0" in capsys.readouterr().err
+
+
+def test_an_artifact_runs_as_built(files, tmp_path):
+    folder, model, data = files
+    artifact = tmp_path / "art"
+    assert main(["compile", str(model), "--precision", "int8", "--calibration", str(data),
+                 "--out", str(artifact)]) == 0
+    out = tmp_path / "r.json"
+    assert main(["bench", str(artifact), "--eval", str(data), "--reference", str(model), *QUICKER,
+                 "--out", str(out)]) == 0
+    (cell,) = load_results(out)["benchmarks"]
+    assert cell["name"] == "art[onnxruntime/int8@host]" and cell["model"]["kind"] == "artifact"
+    assert cell["status"] == "ok" and cell["cold_start"]["compile_s"] is None
+    assert cell["agreement"]["top1"] >= 0.98
