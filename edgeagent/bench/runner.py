@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -464,6 +465,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             progress.update(1)
     finally:
         progress.close()
+        shutil.rmtree(context.workdir, ignore_errors=True)  # compiled artifacts and cell logs
     document = assemble(context, cells, done, complete=True)
     write_results(out, document)
     journal.remove()
