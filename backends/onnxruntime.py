@@ -169,6 +169,14 @@ class OnnxRuntimeBackend(Backend):
     Options = OrtOptions
     sdk_modules = ("onnxruntime",)
 
+    def int8_recipes(self) -> list[tuple[str, dict[str, Any]]]:
+        # Dynamic needs no calibration and wins on AVX2; static QDQ pays off with VNNI; on AVX2,
+        # U8S8 can saturate in VPMADDUBSW, which reduce_range (7-bit weights) avoids.
+        return [("dynamic", {"int8": "dynamic"}),
+                ("static", {"int8": "static"}),
+                ("static-per_channel", {"int8": "static", "per_channel": True}),
+                ("static-reduce_range", {"int8": "static", "reduce_range": True})]
+
     def capabilities(self) -> Capabilities:
         return Capabilities(
             name=self.name, devices=("CPU",),

@@ -173,6 +173,9 @@ class OpenVINOBackend(Backend):
     Options = OpenVINOOptions
     sdk_modules = ("openvino",)
 
+    def int8_recipes(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("nncf", {"int8": "nncf"}), ("nncf-mixed", {"int8": "nncf", "preset": "mixed"})]
+
     def capabilities(self) -> Capabilities:
         devices: tuple[str, ...] = ()
         if self.available():

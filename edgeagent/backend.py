@@ -298,6 +298,10 @@ class Backend(ABC):
     def load(self, artifact: Artifact, *, options: Any = None, target: Any = None) -> Session:
         """Open a verified artifact built by this backend."""
 
+    def int8_recipes(self) -> list[tuple[str, dict[str, Any]]]:
+        """INT8 variants worth measuring for `--precision auto`: (label, options) pairs."""
+        return [("int8", {})]
+
     def options(self, options: Any) -> Any:
         """Normalise options: None → defaults, a mapping → parsed, an instance → itself."""
         if options is None or isinstance(options, Mapping):

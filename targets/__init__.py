@@ -345,3 +345,28 @@ def fit(target: Target, host: Target | None = None) -> Fit:
         return Fit("native", f"{host.architecture} with {list(target.isa) or 'no special'} features")
     return Fit("emulated", f"{target.name} is {target.architecture}, this machine is "
                            f"{host.architecture}: {EMULATED_LABEL}")
+
+
+def detect() -> dict[str, Any]:
+    """This machine as `targets detect` reports it, with how each known target fits here."""
+    from edgeagent.backend import list_backends
+    from edgeagent.backends.tensorrt import nvidia_gpus
+    from edgeagent.hostinfo import cpu_flags, cpu_model, memory_bytes, usable_cpus
+
+    host = host_target()
+    backends = list_backends()
+    gpus = [{"vendor": "nvidia", "name": name} for name in nvidia_gpus()]
+    for row in backends:  # OpenVINO sees Intel GPUs and NPUs that /proc does not name
+        gpus += [{"vendor": "intel", "name": d, "backend": row["name"]} for d in row["devices"]
+                 if row["available"] and (d.startswith("GPU") or d.startswith("NPU"))]
+    flags = cpu_flags()
+    fits = {name: fit(target, host).to_json() for name, target in list_targets().items()}
+    return {
+        "architecture": host.architecture, "cpu": cpu_model(),
+        "cpu_flags": {k: flags.get(k, False) for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx",
+                                                       "neon", "asimddot")},
+        "cores": usable_cpus(), "memory_bytes": memory_bytes(), "gpus": gpus,
+        "backends": {row["name"]: row["available"] for row in backends},
+        "targets": fits,
+        "native_targets": [n for n, f in fits.items() if f["mode"] == "native"],
+    }

@@ -17,7 +17,7 @@ from .stats import relative_spread
 @dataclass
 class CellDelta:
     name: str
-    verdict: str  # ok | regression | improvement | noise | new | missing | failing
+    verdict: str  # ok | regression | improvement | noise | new | failing | other-hardware
     reasons: list[str] = field(default_factory=list)
     latency_pct: float | None = None
     noise_pct: float | None = None
@@ -36,8 +36,11 @@ def _metric(cell: Mapping[str, Any]) -> tuple[str, float] | None:
 
 
 def compare_cells(base: Mapping[str, Any], new: Mapping[str, Any], *, max_latency_regression: float,
-                  max_accuracy_drop: float) -> CellDelta:
-    """Verdict for one cell; thresholds in percent and accuracy points."""
+                  max_accuracy_drop: float, other_hardware: str | None = None) -> CellDelta:
+    """Verdict for one cell; thresholds in percent and accuracy points.
+
+    With `other_hardware` (why the CPUs differ), latency is reported but never gated.
+    """
     delta = CellDelta(base["name"], "ok")
     if base["status"] != "ok" or new["status"] != "ok":
         if base["status"] == "ok":
@@ -55,7 +58,10 @@ def compare_cells(base: Mapping[str, Any], new: Mapping[str, Any], *, max_latenc
     delta.latency_pct = (n - b) / b * 100
     delta.noise_pct = 100 * max(relative_spread(base["stats"], base.get("spread")),
                                 relative_spread(new["stats"], new.get("spread")))
-    if delta.latency_pct > max_latency_regression + delta.noise_pct:
+    if other_hardware:
+        delta.verdict = "other-hardware"
+        delta.reasons.append(f"p50 {delta.latency_pct:+.1f}% not gated: {other_hardware}")
+    elif delta.latency_pct > max_latency_regression + delta.noise_pct:
         delta.verdict = "regression"
         delta.reasons.append(f"p50 {delta.latency_pct:+.1f}% (limit {max_latency_regression:g}% + noise "
                              f"{delta.noise_pct:.1f}%)")
@@ -79,9 +85,25 @@ def compare_cells(base: Mapping[str, Any], new: Mapping[str, Any], *, max_latenc
     return delta
 
 
+def hardware_difference(base: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """Why two files' latencies are not comparable (other CPU model or flags), or None."""
+    b, n = base.get("machine_info", {}), new.get("machine_info", {})
+    if b.get("cpu") != n.get("cpu"):
+        return f"baseline ran on {b.get('cpu')!r}, these results on {n.get('cpu')!r}"
+    if b.get("cpu_flags") != n.get("cpu_flags"):
+        return "the CPUs' feature flags differ"
+    return None
+
+
 def compare(base: Mapping[str, Any], new: Mapping[str, Any], *, max_latency_regression: float = 10.0,
-            max_accuracy_drop: float = 1.0) -> list[CellDelta]:
-    """Deltas for every cell of either file; a cell missing from `new` is a regression."""
+            max_accuracy_drop: float = 1.0, strict_hardware: bool = False) -> list[CellDelta]:
+    """Deltas for every cell of either file; a cell missing from `new` is a regression.
+
+    Latency only gates when both files come from the same CPU (or `strict_hardware`): a
+    baseline from another machine still gates status and accuracy, and its latency deltas
+    are reported as `other-hardware`.
+    """
+    difference = None if strict_hardware else hardware_difference(base, new)
     base_cells = {c["name"]: c for c in base["benchmarks"]}
     new_cells = {c["name"]: c for c in new["benchmarks"]}
     deltas = []
@@ -95,5 +117,5 @@ def compare(base: Mapping[str, Any], new: Mapping[str, Any], *, max_latency_regr
         else:
             deltas.append(compare_cells(base_cells[name], new_cells[name],
                                         max_latency_regression=max_latency_regression,
-                                        max_accuracy_drop=max_accuracy_drop))
+                                        max_accuracy_drop=max_accuracy_drop, other_hardware=difference))
     return deltas

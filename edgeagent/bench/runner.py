@@ -33,6 +33,7 @@ from .results import SCHEMA, Journal, ResultsError, journal_path, write_results
 from .stats import aggregate, is_unstable
 
 WORKER = "edgeagent.bench.worker"
+AUTO = "auto"  # a precision chosen per cell by measuring the backend's recipes (edgeagent.recipes)
 
 
 @dataclass(frozen=True)
@@ -334,45 +335,53 @@ def _workload_spec(config: BenchConfig) -> dict[str, Any] | None:
     return None
 
 
-def _backend_names(config: BenchConfig, target) -> list[str]:
+def _presets(config: BenchConfig, target) -> list:
+    """The (backend, device) presets to bench: the target's, in its preference order.
+
+    A target may list one backend on several devices (OpenVINO on NPU, GPU, CPU): each is a
+    cell of its own. `--backends` keeps those backends' presets, or a bare one if the target has none.
+    """
+    from ..targets import BackendPreset
+
     entries = backend_entries()
-    if config.backends:
-        names = [str(b) for b in config.backends]
-        unknown = [n for n in names if n not in entries]
-        if unknown:
-            raise InputError(f"unknown backend(s) {unknown}; registered backends: {sorted(entries)}",
-                             field="backends")
-        return list(dict.fromkeys(names))
-    return list(dict.fromkeys(target.backend_names)) or ["onnxruntime"]
-
-
-def _precisions(config: BenchConfig, target, backend: str) -> list[str]:
-    if config.precisions:
-        return [str(Precision.parse(p)) for p in config.precisions]
-    preset = target.preset(backend)
-    return list(preset.precisions) if preset else ["fp32", "int8"]
+    if not config.backends:
+        return list(target.backends) or [BackendPreset("onnxruntime")]
+    names = list(dict.fromkeys(str(b) for b in config.backends))
+    unknown = [n for n in names if n not in entries]
+    if unknown:
+        raise InputError(f"unknown backend(s) {unknown}; registered backends: {sorted(entries)}",
+                         field="backends")
+    chosen = []
+    for name in names:
+        matching = [p for p in target.backends if p.name == name]
+        chosen += matching or [BackendPreset(name)]
+    return chosen
 
 
 def plan_cells(config: BenchConfig, target, fit) -> list[Cell]:
     """Expand models × backends × precisions into cells, each skipped with a reason if it cannot run."""
     if config.precisions:
         for p in config.precisions:
-            Precision.parse(p)  # an unknown precision is an error listing the valid ones
+            if p != AUTO:
+                Precision.parse(p)  # an unknown precision is an error listing the valid ones
     cells: list[Cell] = []
     for raw in config.models:
         model = _model_entry(raw)
         if model["kind"] == "artifact":
-            pairs = [(model["backend"], model["precision"])]
+            from ..targets import BackendPreset
+
+            pairs = [(BackendPreset(model["backend"]), model["precision"])]
         else:
-            pairs = [(b, p) for b in _backend_names(config, target) for p in _precisions(config, target, b)]
-        for backend, precision in pairs:
-            name = f"{model['name']}[{backend}/{precision}@{target.name}]"
-            preset = target.preset(backend)
-            options = {**(dict(preset.options) if preset else {}),
-                       **({"device": preset.device} if preset and preset.device else {}),
-                       **dict(config.options.get(backend, {}))}
-            cell = Cell(name, model, backend, precision, options=options)
-            cell.skip = _skip_reason(cell, target, fit)
+            pairs = [(preset, p if p == AUTO else str(Precision.parse(p)))
+                     for preset in _presets(config, target)
+                     for p in (config.precisions or preset.precisions)]
+        for preset, precision in pairs:
+            label = preset.name + (f":{preset.device}" if preset.device else "")
+            name = f"{model['name']}[{label}/{precision}@{target.name}]"
+            options = {**dict(preset.options), **({"device": preset.device} if preset.device else {}),
+                       **dict(config.options.get(preset.name, {}))}
+            cell = Cell(name, model, preset.name, precision, options=options)
+            cell.skip = _skip_reason(cell, target, fit, preset.device)
             cells.append(cell)
     names = [c.name for c in cells]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -382,7 +391,7 @@ def plan_cells(config: BenchConfig, target, fit) -> list[Cell]:
     return cells
 
 
-def _skip_reason(cell: Cell, target, fit) -> str | None:
+def _skip_reason(cell: Cell, target, fit, device: str | None = None) -> str | None:
     if fit.mode == "skipped":
         return fit.reason
     if target.backends and target.name != "host" and cell.backend not in target.backend_names:
@@ -394,8 +403,13 @@ def _skip_reason(cell: Cell, target, fit) -> str | None:
     status = entry.backend.available()
     if not status:
         return f"backend {cell.backend} is unavailable here: {status.reason}"
-    if Precision.parse(cell.precision) not in entry.backend.capabilities().precisions:
+    capabilities = entry.backend.capabilities()
+    if cell.precision != AUTO and Precision.parse(cell.precision) not in capabilities.precisions:
         return f"backend {cell.backend} does not offer {cell.precision} here"
+    if device and capabilities.devices and not any(d == device or d.startswith(device + ".")
+                                                   for d in capabilities.devices):
+        return (f"{cell.backend} device {device} is not present here (present: {list(capabilities.devices)}); "
+                "no other device is substituted")
     return None
 
 

@@ -101,11 +101,27 @@ def run_compile(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
 
     ir = load(spec["model"]["path"])
     calibration = None
-    if spec.get("calibration"):
+    if spec["precision"] == "auto":
+        pass  # the recipe search calibrates each candidate itself
+    elif spec.get("calibration"):
         calibration = Dataset.from_npz(spec["calibration"], input_names=[s.name for s in ir.inputs])
     elif spec.get("precision") == "int8" and spec.get("workload"):
         calibration = _workload(spec).calibration(ir.inputs)
     start = time.perf_counter()
+    if spec["precision"] == "auto":
+        from edgeagent.recipes import choose
+
+        workload = spec.get("workload") or {}
+        calibration_file = spec.get("calibration") or workload.get("path")
+        if not calibration_file:
+            raise ValueError("--precisions auto needs calibration data as a file: pass --calibration "
+                             "FILE.npz or --eval FILE.npz")
+        artifact = choose(ir.path, out=spec["artifact_dir"], calibration=calibration_file,
+                          eval=workload.get("path"), target=_target(spec), backends=[spec["backend"]],
+                          device=(spec.get("options") or {}).get("device"))
+        selection = artifact.manifest["selection"]
+        return {"compile_s": time.perf_counter() - start, "artifact": str(artifact.path),
+                "recipe": {**dict(artifact.recipe), "chosen": selection["chosen"], "notes": selection["notes"]}}
     artifact = compile_model(ir, spec["backend"], spec["precision"], calibration=calibration,
                              target=_target(spec), out=spec["artifact_dir"],
                              options=spec.get("options") or None)

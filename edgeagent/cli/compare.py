@@ -13,6 +13,8 @@ def register(sub) -> None:
                         help="p50 slowdown allowed beyond the measured noise, in percent (default 10)")
     parser.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
                         help="accuracy drop allowed, in percentage points (default 1)")
+    parser.add_argument("--strict-hardware", action="store_true",
+                        help="gate latency even when the two files come from different CPUs")
     add_format(parser)
     parser.set_defaults(handler=handle)
 
@@ -26,7 +28,7 @@ def handle(args) -> int:
         raise InputError("--max-latency-regression and --max-accuracy-drop must be ≥ 0", field="threshold")
     deltas = compare(load_results(args.base), load_results(args.new),
                      max_latency_regression=args.max_latency_regression,
-                     max_accuracy_drop=args.max_accuracy_drop)
+                     max_accuracy_drop=args.max_accuracy_drop, strict_hardware=args.strict_hardware)
     regressions = [d for d in deltas if d.verdict == "regression"]
     if args.format == "json":
         print_json({"regressions": len(regressions), "cells": [d.to_json() for d in deltas]})

@@ -8,8 +8,14 @@ from ._common import add_format, parse_key_values, print_json
 def register(sub) -> None:
     parser = sub.add_parser("compile", help="compile an ONNX model into an artifact folder")
     parser.add_argument("model", help="the .onnx file")
-    parser.add_argument("--backend", default="onnxruntime")
-    parser.add_argument("--precision", default="fp32", help="fp32, fp16 or int8")
+    parser.add_argument("--backend", default=None,
+                        help="default onnxruntime; with --precision auto, the target's backends")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32, fp16, int8, or auto: measure the target's INT8 recipes and fp32 here, "
+                             "keep the fastest within the accuracy budget")
+    parser.add_argument("--target", default=None, help="target name or .toml path (default host)")
+    parser.add_argument("--eval", metavar="FILE.npz",
+                        help="with --precision auto: labelled data for the accuracy check")
     parser.add_argument("--calibration", help=".npz with one array per input, samples on axis 0")
     parser.add_argument("--out", required=True, help="the artifact folder (written atomically)")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -21,8 +27,22 @@ def register(sub) -> None:
 def handle(args) -> int:
     from ..pipeline import compile
 
-    artifact = compile(args.model, args.backend, args.precision, calibration=args.calibration,
-                       out=args.out, options=parse_key_values(args.option) or None)
+    if args.precision == "auto":
+        from ..recipes import choose
+
+        artifact = choose(args.model, out=args.out, calibration=args.calibration, eval=args.eval,
+                          target=args.target, backends=[args.backend] if args.backend else None)
+        if args.format != "json":
+            _print_selection(artifact.manifest["selection"])
+    else:
+        target = None
+        if args.target:
+            from ..targets import get_target
+
+            target = get_target(args.target)
+        artifact = compile(args.model, args.backend or "onnxruntime", args.precision,
+                           calibration=args.calibration, target=target, out=args.out,
+                           options=parse_key_values(args.option) or None)
     if args.format == "json":
         print_json({"path": str(artifact.path), **artifact.manifest})
         return 0
@@ -30,3 +50,18 @@ def handle(args) -> int:
     print(f"compiled {args.model} → {artifact.path} ({artifact.backend}, {artifact.precision}, "
           f"recipe {recipe}, {artifact.size_bytes / 1e6:.2f} MB)")
     return 0
+
+
+def _print_selection(selection) -> None:
+    from ._common import table
+
+    def num(value):
+        return "–" if value is None else f"{value:.4g}"
+
+    print(table([[r["cell"], r["status"], num(r.get("p50_ms")), num(r.get("quality")), num(r.get("drop")),
+                  "yes" if r.get("meets_budget") else "no"] for r in selection["candidates"]],
+                ["candidate", "status", "p50 ms", "quality", "drop", "within budget"]))
+    for note in selection["notes"]:
+        print(f"note: {note}")
+    print(f"chosen: {selection['chosen']} (max drop {selection['max_drop']}; accuracy from "
+          f"{selection['accuracy_from']})")

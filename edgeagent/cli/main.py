@@ -7,10 +7,10 @@ import os
 import sys
 import traceback
 
-from . import (backends, bench, compare, compile as compile_cmd, doctor, export as export_cmd, report,
-               run as run_cmd)
+from . import (backends, bench, compare, compile as compile_cmd, doctor, export as export_cmd, matrix, report,
+               run as run_cmd, targets)
 
-COMMANDS = (backends, export_cmd, compile_cmd, run_cmd, bench, report, compare, doctor)
+COMMANDS = (backends, export_cmd, compile_cmd, run_cmd, bench, report, compare, targets, matrix, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `edgeagent ... | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
