@@ -77,6 +77,9 @@ class OrtOptions:
         threads: intra-op threads at load; None uses the target's threads, else the CPUs
             this process may use.
         seed: calibration subset seed (default 0).
+        nodes_to_exclude: node names kept in fp32 (comma-separated on the CLI); the INT8 fallback
+            fills it with the nodes whose quantization hurts most.
+        nodes_to_quantize: quantize only these nodes (default: all); per-node sensitivity uses it.
     """
 
     int8: Int8Recipe | None = None
@@ -89,8 +92,15 @@ class OrtOptions:
     fusions: Fusions = Fusions.AUTO
     threads: int | None = None
     seed: int = 0
+    nodes_to_exclude: tuple[str, ...] = ()
+    nodes_to_quantize: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("nodes_to_exclude", "nodes_to_quantize"):
+            value = getattr(self, name)
+            if isinstance(value, str):  # "a,b" from the CLI
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            object.__setattr__(self, name, tuple(value))
         coerce_enums(self, "onnxruntime", {"int8": Int8Recipe, "calibration_method": CalibrationMethod,
                                            "fusions": Fusions, "activation_type": ActivationType})
         if self.calibration_size < 1:
@@ -315,7 +325,9 @@ class OnnxRuntimeBackend(Backend):
 
         try:
             quantize_dynamic(source, dest, weight_type=QuantType.QInt8,
-                             per_channel=opts.per_channel, reduce_range=opts.reduce_range)
+                             per_channel=opts.per_channel, reduce_range=opts.reduce_range,
+                             nodes_to_exclude=list(opts.nodes_to_exclude) or None,
+                             nodes_to_quantize=list(opts.nodes_to_quantize) or None)
         except Exception as exc:
             raise UnsupportedModel(f"onnxruntime dynamic quantization failed: {exc}") from None
 
@@ -349,7 +361,9 @@ class OnnxRuntimeBackend(Backend):
             quantize_static(prepared, dest, reader, quant_format=QuantFormat.QDQ,
                             per_channel=opts.per_channel, reduce_range=opts.reduce_range,
                             activation_type=activation, weight_type=QuantType.QInt8,
-                            calibrate_method=method, extra_options=extra)
+                            calibrate_method=method, extra_options=extra,
+                            nodes_to_exclude=list(opts.nodes_to_exclude) or None,
+                            nodes_to_quantize=list(opts.nodes_to_quantize) or None)
         except CalibrationError:
             raise
         except Exception as exc:
@@ -366,6 +380,10 @@ class OnnxRuntimeBackend(Backend):
             return {}
         settings: dict[str, Any] = {"per_channel": opts.per_channel, "reduce_range": opts.reduce_range,
                                     "weight_type": "int8"}
+        if opts.nodes_to_exclude:
+            settings["nodes_kept_fp32"] = list(opts.nodes_to_exclude)
+        if opts.nodes_to_quantize:
+            settings["nodes_quantized_only"] = list(opts.nodes_to_quantize)
         if name == Int8Recipe.STATIC:
             settings.update(calibration_method=str(opts.calibration_method),
                             calibration_size=opts.calibration_size,

@@ -16,6 +16,10 @@ def register(sub) -> None:
     parser.add_argument("--target", default=None, help="target name or .toml path (default host)")
     parser.add_argument("--eval", metavar="FILE.npz",
                         help="with --precision auto: labelled data for the accuracy check")
+    parser.add_argument("--workload", help="with --precision int8: compare INT8 with fp32 on this workload "
+                                           "and keep the most sensitive nodes in fp32 if it drops too far")
+    parser.add_argument("--max-drop", type=float, default=0.01,
+                        help="allowed accuracy drop of INT8 against fp32, as a fraction (default 0.01)")
     parser.add_argument("--calibration", help=".npz with one array per input, samples on axis 0")
     parser.add_argument("--out", required=True, help="the artifact folder (written atomically)")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -34,6 +38,24 @@ def handle(args) -> int:
                           target=args.target, backends=[args.backend] if args.backend else None)
         if args.format != "json":
             _print_selection(artifact.manifest["selection"])
+    elif args.workload and args.precision == "int8":
+        from ..recipes import int8_with_fallback
+        from ..workloads import get_workload
+
+        calibration = args.calibration
+        workload = get_workload(args.workload)
+        if calibration is None:
+            from ..ir import load
+
+            calibration = workload.calibration(load(args.model).inputs)
+        artifact = int8_with_fallback(args.model, workload=workload, out=args.out,
+                                      backend=args.backend or "onnxruntime", calibration=calibration,
+                                      options=parse_key_values(args.option), max_drop=args.max_drop)
+        check = artifact.manifest["int8_check"]
+        kept = (check["fallback"] or {}).get("nodes_kept_fp32")
+        print(f"{check['metric']}: fp32 {check['fp32'][check['metric']]:.4f}, int8 "
+              f"{check['int8'][check['metric']]:.4f} (drop {check['drop'] * 100:.2f} points)"
+              + (f"; kept in fp32: {kept}" if kept else "; within budget, no fallback needed"))
     else:
         target = None
         if args.target:
