@@ -20,6 +20,7 @@ _EXPORTS = {
     "TensorSpec": "edgeagent.ir",
     "export": "edgeagent.export",
     "export_hf": "edgeagent.export",
+    "distill": "edgeagent.distill",
     "Dataset": "edgeagent.data",
     "compile": "edgeagent.pipeline",
     "load_session": "edgeagent.pipeline",

@@ -1,0 +1,140 @@
+"""`edgeagent distill --workload NAME --teacher DIR --student layers=2,hidden=128 --out DIR`
+and `edgeagent finetune --workload NAME [--base ID_OR_DIR] --out DIR` (how a teacher is made)."""
+
+from __future__ import annotations
+
+from ._common import parse_key_values
+
+TRAINABLE = ("ha-intents",)
+STUDENT_KEYS = {"layers": int, "hidden": int, "heads": int, "ffn": int, "vocab": str, "common_tokens": int}
+
+
+def register(sub) -> None:
+    distill = sub.add_parser("distill", help="distil a small student from a fine-tuned teacher (train extra)")
+    distill.add_argument("--workload", required=True, help=f"training data and metric ({', '.join(TRAINABLE)})")
+    distill.add_argument("--teacher", required=True, help="teacher folder written by `edgeagent finetune`")
+    distill.add_argument("--student", default="layers=1,hidden=192",
+                         help="student shape: layers=N,hidden=N[,heads=N,ffn=N,vocab=task|full,common_tokens=N]")
+    distill.add_argument("--temperature", type=float, default=2.0)
+    distill.add_argument("--alpha", type=float, default=0.5)
+    distill.add_argument("--hidden-loss", choices=("mse",), default=None)
+    distill.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    _common(distill, epochs=10, lr=2e-3)
+    distill.set_defaults(handler=handle_distill)
+    finetune = sub.add_parser("finetune", help="fine-tune a teacher on a workload (train extra)")
+    finetune.add_argument("--workload", required=True, help=f"training data and metric ({', '.join(TRAINABLE)})")
+    finetune.add_argument("--base", default=None,
+                          help="Hugging Face id or folder (default: all-MiniLM-L6-v2, offline)")
+    _common(finetune, epochs=2, lr=8e-5)
+    finetune.set_defaults(handler=handle_finetune)
+
+
+def _common(parser, *, epochs: int, lr: float) -> None:
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N training sentences")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/checkpoints")
+    parser.add_argument("--no-export", action="store_true", help="skip writing OUT/<name of OUT>.onnx")
+    parser.add_argument("--out", required=True, help="the model folder")
+
+
+def _workload(name: str):
+    from ..errors import InputError
+
+    if name not in TRAINABLE:
+        raise InputError(f"workload {name!r} has no training data; trainable workloads: {list(TRAINABLE)}",
+                         field="workload")
+
+
+def _student_shape(text: str) -> dict:
+    from ..errors import InputError
+
+    values = parse_key_values(text.split(","), "--student")
+    shape = {}
+    for key, raw in values.items():
+        if key not in STUDENT_KEYS:
+            raise InputError(f"--student: unknown key {key!r}; keys: {sorted(STUDENT_KEYS)}", field="--student")
+        try:
+            shape[key] = STUDENT_KEYS[key](raw)
+        except ValueError:
+            raise InputError(f"--student {key}={raw}: expected an integer", field="--student") from None
+    if "layers" not in shape:
+        raise InputError("--student needs layers=N", field="--student")
+    return shape
+
+
+def _finish(model, args, tokenizer_path, kind: str, extra: dict) -> int:
+    from pathlib import Path
+
+    from ..agent import build
+    from ..distill import save_joint
+    from ..distill.trainer import predict
+
+    tokenizer = _tokenizer()
+    test = build.examples("test", tokenizer, seed=args.seed)
+    scores = build.score(predict(model, test, output_names=build.OUTPUTS), test)
+    folder = save_joint(model, args.out, labels=build.label_names(), tokenizer=tokenizer_path,
+                        extra={"kind": kind, "test": scores, "history": getattr(model, "training_history", []),
+                               **extra})
+    # The ONNX file is named after the folder, so bench cells of a teacher and a student differ.
+    onnx_path = Path(folder) / f"{Path(folder).name}.onnx"
+    if not args.no_export:
+        build.export_joint(model, onnx_path)
+    print(f"{kind} → {folder}: test intent accuracy {scores['intent_accuracy']:.4f}, slot F1 {scores['slot_f1']:.4f}"
+          + ("" if args.no_export else f"; ONNX at {onnx_path}"))
+    return 0
+
+
+def _tokenizer():
+    from ..workloads import ha_intents
+
+    return ha_intents.load_tokenizer()
+
+
+def handle_finetune(args) -> int:
+    from pathlib import Path
+
+    from ..agent import build
+    from ..distill import finetune
+    from ..workloads import ha_intents
+
+    _workload(args.workload)
+    tokenizer = _tokenizer()
+    train = build.examples("train", tokenizer, seed=args.seed)[:args.limit]
+    model = finetune(build.new_teacher(args.base), train, eval=build.examples("dev", tokenizer, seed=args.seed),
+                     epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                     output_names=build.OUTPUTS, labels=build.LABELS, metric=build.metric,
+                     checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
+                     resume=args.resume)
+    return _finish(model, args, ha_intents.default_tokenizer_path(), "teacher", {"base": args.base})
+
+
+def handle_distill(args) -> int:
+    from pathlib import Path
+
+    from ..agent import build
+    from ..distill import distill, load_joint, student_from_teacher
+    from ..workloads import ha_intents
+
+    _workload(args.workload)
+    shape = _student_shape(args.student)
+    teacher = load_joint(args.teacher)
+    tokenizer_path = Path(args.teacher) / "tokenizer.json"
+    tokenizer = ha_intents.load_tokenizer(tokenizer_path if tokenizer_path.is_file() else None)
+    train = build.examples("train", tokenizer, seed=args.seed)[:args.limit]
+    student = student_from_teacher(teacher, task_data=[e["input_ids"] for e in train], tokenizer=tokenizer,
+                                   seed=args.seed, **shape)
+    student = distill(teacher, student, train, eval=build.examples("dev", tokenizer, seed=args.seed),
+                      temperature=args.temperature, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, seed=args.seed, hidden_loss=args.hidden_loss,
+                      output_names=build.OUTPUTS, labels=build.LABELS, metric=build.metric, patience=args.patience,
+                      checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
+                      resume=args.resume)
+    return _finish(student, args, tokenizer_path if tokenizer_path.is_file() else ha_intents.default_tokenizer_path(),
+                   "student", {"teacher": str(args.teacher), "init": student_init(student)})
+
+
+def student_init(student) -> dict:
+    return getattr(student, "init_report", {})

@@ -1,0 +1,74 @@
+"""Distillation: `edgeagent.distill(teacher, student, train, ...)` and the student factory.
+
+Needs the `train` extra (torch, transformers). Importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .._callable_module import make_callable
+from .models import load_encoder, student_from_teacher
+from .persist import load_joint, save_joint
+
+__all__ = ["distill", "finetune", "load_encoder", "load_joint", "save_joint", "student_from_teacher"]
+
+
+def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Sequence[Mapping[str, Any]] | None = None,
+            temperature: float = 2.0, alpha: float = 0.5, epochs: int = 10, lr: float = 1e-3,
+            batch_size: int = 32, seed: int = 0, hidden_loss: str | None = None, hidden_weight: float = 1.0,
+            output_names: Sequence[str] = ("logits",), labels: Mapping[str, str] | None = None,
+            metric: Callable | None = None, patience: int = 2,
+            checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True):
+    """Train `student` to match `teacher` (and the labels, where the examples have them).
+
+    Args:
+        teacher: a torch module in eval mode; its outputs on `train` are computed once and cached.
+        student: a torch module with the same output heads (shapes are checked before training).
+        train: examples, each a mapping of numpy arrays: `input_ids`, `attention_mask` and,
+            optionally, labels (see `labels`). Without labels the teacher's outputs are the targets.
+        eval: labelled examples for early stopping on `metric` (default None: train all epochs).
+        temperature: softening T of both distributions (default 2.0).
+        alpha: weight of the distillation term; 1 − alpha weighs cross-entropy (default 0.5).
+        epochs, lr, batch_size, seed: training settings (defaults 10, 1e-3, 32, 0).
+        hidden_loss: "mse" adds a hidden-state loss through a learned projection (default None).
+        hidden_weight: its weight (default 1.0).
+        output_names: names of the model's outputs, in order (default ("logits",)).
+        labels: output name → label key, e.g. {"intent_logits": "intent", "slot_logits": "tags"}.
+        metric: fn(predictions, examples) → float, higher is better (default: accuracy of the first
+            labelled classification head).
+        patience: epochs without improvement before stopping early (default 2).
+        checkpoint_dir: where safetensors checkpoints go each epoch (default None).
+        resume: continue from the last checkpoint in `checkpoint_dir`.
+        progress: progress bars on a terminal.
+
+    Returns:
+        The student with the weights of its best epoch, in eval mode.
+
+    Raises:
+        InputError: an empty training set, labels outside the label set, heads whose shapes differ
+            from the teacher's, a teacher in training mode.
+    """
+    from .trainer import train as run
+
+    return run(student, train, teacher=teacher, eval_set=eval, output_names=output_names, label_map=labels,
+               temperature=temperature, alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+               hidden_loss=hidden_loss, hidden_weight=hidden_weight, metric=metric, patience=patience,
+               checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+
+
+def finetune(model, train: Sequence[Mapping[str, Any]], *, eval=None, epochs: int = 3, lr: float = 5e-5,
+             batch_size: int = 32, seed: int = 0, output_names: Sequence[str] = ("logits",),
+             labels: Mapping[str, str] | None = None, metric: Callable | None = None, patience: int = 2,
+             checkpoint_dir=None, resume: bool = False, progress: bool = True):
+    """Supervised training with cross-entropy on every labelled head (how the teacher is made)."""
+    from .trainer import train as run
+
+    return run(model, train, teacher=None, eval_set=eval, output_names=output_names, label_map=labels,
+               epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, metric=metric, patience=patience,
+               checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+
+
+make_callable(__name__, "distill")

@@ -1,0 +1,173 @@
+"""Distillation on real ha-intents data with a tiny teacher (the real teacher is in benchmarks/)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("hassil")
+
+import edgeagent  # noqa: E402
+from edgeagent.agent import build  # noqa: E402
+from edgeagent.distill import load_joint, save_joint, student_from_teacher  # noqa: E402
+from edgeagent.distill.models import joint_encoder  # noqa: E402
+from edgeagent.distill.trainer import predict  # noqa: E402
+from edgeagent.errors import InputError  # noqa: E402
+from edgeagent.workloads import ha_intents  # noqa: E402
+
+pytestmark = pytest.mark.torch
+FAST = dict(output_names=build.OUTPUTS, labels=build.LABELS, batch_size=64, progress=False)
+
+
+def tiny_teacher(train, tokenizer, seed: int = 0):
+    """Two layers of width 48 over the task's own vocabulary: fine-tunes in seconds."""
+    from edgeagent.distill.models import task_vocabulary
+
+    kept = task_vocabulary([e["input_ids"] for e in train], tokenizer.get_vocab())
+    token_map = torch.full((tokenizer.get_vocab_size(),), kept.index(tokenizer.token_to_id("[UNK]")))
+    token_map[torch.tensor(kept)] = torch.arange(len(kept))
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(vocab_size=len(kept), hidden_size=48, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=96)
+    intents, tags = ha_intents.label_space()
+    return joint_encoder(transformers.BertModel(config, add_pooling_layer=False), len(intents), len(tags),
+                         token_map)
+
+
+@pytest.fixture(scope="module")
+def data():
+    tokenizer = ha_intents.load_tokenizer()
+    train = build.examples("train", tokenizer)[:1000]
+    dev = build.examples("dev", tokenizer)[:300]
+    return tokenizer, train, dev
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    tokenizer, train, dev = data
+    model = edgeagent.distill.finetune(tiny_teacher(train, tokenizer), train, eval=dev, epochs=3, lr=3e-3, metric=build.metric,
+                                       **FAST)
+    assert build.score(predict(model, dev, output_names=build.OUTPUTS), dev)["intent_accuracy"] > 0.5
+    return model
+
+
+def _student(teacher, train, tokenizer, **shape):
+    return student_from_teacher(teacher, layers=shape.pop("layers", 1), hidden=shape.pop("hidden", 32),
+                                task_data=[e["input_ids"] for e in train], tokenizer=tokenizer,
+                                common_tokens=shape.pop("common_tokens", 0), **shape)
+
+
+def test_student_factory_prunes_the_vocabulary_and_remaps_ids(teacher, data):
+    tokenizer, train, _ = data
+    student = _student(teacher, train, tokenizer)
+    vocab = tokenizer.get_vocab()
+    used = {int(i) for e in train for i in e["input_ids"]}
+    kept = student.init_report["vocab"]
+    assert kept == len(used | {vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")})
+    assert kept < 3000 and student.encoder.embeddings.word_embeddings.weight.shape[0] == kept
+    unseen = next(i for i in range(1000, 30000) if i not in used)
+    assert int(student.token_map[unseen]) == int(student.token_map[vocab["[UNK]"]])
+    assert len({int(student.token_map[i]) for i in used}) == len(used)  # seen tokens stay distinct
+    same_hidden = student_from_teacher(teacher, layers=1, task_data=[e["input_ids"] for e in train],
+                                       tokenizer=tokenizer, common_tokens=0)
+    assert torch.equal(same_hidden.encoder.encoder.layer[0].attention.self.query.weight,
+                       teacher.encoder.encoder.layer[0].attention.self.query.weight)  # copied from the teacher
+    wider = _student(teacher, train, tokenizer, common_tokens=5000)
+    assert wider.init_report["vocab"] > kept + 3000  # common words kept for names unseen in training
+    assert int(wider.token_map[vocab["cellar"]]) != int(wider.token_map[vocab["[UNK]"]])
+
+
+def test_distillation_transfers_the_teacher_and_is_reproducible(teacher, data):
+    tokenizer, train, dev = data
+    students = []
+    for _ in range(2):
+        student = _student(teacher, train, tokenizer)
+        before = build.score(predict(student, dev, output_names=build.OUTPUTS), dev)
+        students.append(edgeagent.distill(teacher, student, train, eval=dev, epochs=4, lr=5e-3, seed=5,
+                                          metric=build.metric, **FAST))
+    after = build.score(predict(students[0], dev, output_names=build.OUTPUTS), dev)
+    taught = build.score(predict(teacher, dev, output_names=build.OUTPUTS), dev)
+    assert after["intent_accuracy"] > before["intent_accuracy"]
+    assert after["intent_accuracy"] >= 0.8 * taught["intent_accuracy"]
+    for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values()):
+        assert torch.equal(a, b)  # same seed, same student
+
+
+def test_unlabelled_transfer_data_uses_the_teacher_as_labels(teacher, data):
+    tokenizer, train, dev = data
+    unlabelled = [{"input_ids": e["input_ids"], "attention_mask": e["attention_mask"]} for e in train]
+    student = edgeagent.distill(teacher, _student(teacher, train, tokenizer), unlabelled, epochs=2, lr=3e-3,
+                                **FAST)
+    teacher_pred = [p["intent_logits"].argmax() for p in predict(teacher, dev, output_names=build.OUTPUTS)]
+    student_pred = [p["intent_logits"].argmax() for p in predict(student, dev, output_names=build.OUTPUTS)]
+    assert np.mean(np.equal(teacher_pred, student_pred)) > 0.5
+
+
+def test_bad_input_is_refused_before_training(teacher, data):
+    tokenizer, train, _ = data
+    student = _student(teacher, train, tokenizer)
+    with pytest.raises(InputError, match="empty"):
+        edgeagent.distill(teacher, student, [], **FAST)
+    bad = [dict(e) for e in train[:10]]
+    bad[3]["intent"] = np.int64(999)
+    with pytest.raises(InputError, match="outside the label set"):
+        edgeagent.distill(teacher, student, bad, **FAST)
+    teacher.train()
+    try:
+        with pytest.raises(InputError, match="teacher.eval"):
+            edgeagent.distill(teacher, student, train[:10], **FAST)
+    finally:
+        teacher.eval()
+    wrong = joint_encoder(transformers.BertModel(transformers.BertConfig(
+        vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+        add_pooling_layer=False), 3, len(ha_intents.label_space()[1]))
+    with pytest.raises(InputError, match="heads must match"):
+        edgeagent.distill(teacher, wrong, train[:10], **FAST)
+
+
+def test_checkpoints_resume_and_round_trip(teacher, data, tmp_path):
+    tokenizer, train, dev = data
+    full = edgeagent.distill(teacher, _student(teacher, train, tokenizer), train[:400], eval=dev, epochs=2,
+                             lr=3e-3, patience=5, checkpoint_dir=tmp_path / "a", metric=build.metric, **FAST)
+    calls = []
+
+    def killed_in_epoch_two(predictions, examples):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the run dies after epoch 1's checkpoint
+        return build.metric(predictions, examples)
+
+    with pytest.raises(KeyboardInterrupt):
+        edgeagent.distill(teacher, _student(teacher, train, tokenizer), train[:400], eval=dev, epochs=2,
+                          lr=3e-3, patience=5, checkpoint_dir=tmp_path / "b", metric=killed_in_epoch_two, **FAST)
+    assert (tmp_path / "b" / "last.safetensors").is_file()
+    resumed = edgeagent.distill(teacher, _student(teacher, train, tokenizer), train[:400], eval=dev, epochs=2,
+                                lr=3e-3, patience=5, checkpoint_dir=tmp_path / "b", resume=True,
+                                metric=build.metric, **FAST)
+    assert [h["epoch"] for h in resumed.training_history] == [1, 2]
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)  # an interrupted run ends where a whole one does
+    folder = save_joint(full, tmp_path / "student", labels=build.label_names())
+    loaded = load_joint(folder)
+    ids = torch.as_tensor(train[0]["input_ids"])[None]
+    assert torch.allclose(loaded(ids, torch.ones_like(ids))[0], full(ids, torch.ones_like(ids))[0], atol=1e-6)
+
+
+def test_the_student_exports_and_runs_on_every_backend(teacher, data, tmp_path):
+    tokenizer, train, dev = data
+    student = _student(teacher, train, tokenizer)
+    path = build.export_joint(student, tmp_path / "student.onnx")
+    ir = edgeagent.load(path)
+    assert [s.name for s in ir.inputs] == ["input_ids", "attention_mask"]
+    workload = ha_intents.HAIntents(split="dev", limit=64)
+    for backend in [r["name"] for r in edgeagent.list_backends() if r["available"]]:
+        for precision in ("fp32", "int8"):
+            calibration = workload.calibration(ir.inputs) if precision == "int8" else None
+            artifact = edgeagent.compile(ir, backend, precision, calibration=calibration,
+                                         out=tmp_path / f"{backend}-{precision}")
+            with edgeagent.load_session(artifact) as session:
+                feeds = workload.timing_feeds(session.inputs, 1)[0]
+                out = session.run(feeds)
+                assert out["slot_logits"].shape[:2] == feeds["input_ids"].shape
