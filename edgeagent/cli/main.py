@@ -7,10 +7,11 @@ import os
 import sys
 import traceback
 
-from . import (backends, bench, compare, compile as compile_cmd, doctor, export as export_cmd, matrix, report,
-               run as run_cmd, targets)
+from . import (agent, backends, bench, compare, compile as compile_cmd, distill, doctor, export as export_cmd,
+               matrix, report, run as run_cmd, targets)
 
-COMMANDS = (backends, export_cmd, compile_cmd, run_cmd, bench, report, compare, targets, matrix, doctor)
+COMMANDS = (backends, export_cmd, compile_cmd, run_cmd, bench, report, compare, targets, matrix, distill, agent,
+            doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

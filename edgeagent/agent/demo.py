@@ -1,0 +1,121 @@
+"""`edgeagent demo`: fine-tune the teacher, distil the student, compile, benchmark, report.
+
+Everything lands under $EDGEAGENT_HOME (default ~/.cache/edgeagent): `ha-intents/teacher`,
+`ha-intents/student`, the agent folder `agent/` (tokenizer, labels, one student artifact per
+backend and precision) and `ha-intents/bench.json` with its report. Each step is skipped when
+its output exists, so a second run only prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TEACHER_EPOCHS = 3
+STUDENT = {"layers": 1, "hidden": 192}
+STUDENT_EPOCHS = 8
+
+
+def edgeagent_home() -> Path:
+    return Path(os.environ.get("EDGEAGENT_HOME", Path.home() / ".cache" / "edgeagent")).expanduser()
+
+
+def agent_folder() -> Path:
+    return edgeagent_home() / "agent"
+
+
+def _step(name: str, done: bool) -> float:
+    print(f"[demo] {name}{' (cached)' if done else ''}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Build (or reuse) the teacher, student, agent folder and benchmark; return what was done."""
+    from ..backend import list_backends
+    from ..bench import BenchConfig, load_results, run_bench
+    from ..bench.report import markdown_table, plot
+    from ..distill import distill, load_joint, save_joint, student_from_teacher
+    from ..distill.trainer import predict
+    from ..pipeline import compile as compile_model
+    from ..workloads import ha_intents
+    from . import build as train
+    from .runtime import LABELS_FILE, TOKENIZER_FILE
+
+    work = edgeagent_home() / "ha-intents"
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer_path = ha_intents.default_tokenizer_path()
+    tokenizer = ha_intents.load_tokenizer(tokenizer_path)
+    timings: dict[str, float] = {}
+    teacher_dir, student_dir = work / "teacher", work / "student"
+
+    start = _step("fine-tune the teacher (all-MiniLM-L6-v2, joint intent + slots)", (teacher_dir / "config.json").is_file())
+    if not (teacher_dir / "config.json").is_file():
+        teacher = train.train_teacher(tokenizer, epochs=TEACHER_EPOCHS, lr=2e-4,
+                                      checkpoint_dir=work / "teacher.checkpoints", progress=progress)
+        test = train.examples("test", tokenizer)
+        save_joint(teacher, teacher_dir, labels=train.label_names(), tokenizer=tokenizer_path,
+                   extra={"kind": "teacher", "test": train.score(predict(teacher, test, output_names=train.OUTPUTS), test)})
+        train.export_joint(teacher, teacher_dir / "teacher.onnx")
+    timings["teacher_s"] = time.perf_counter() - start
+
+    start = _step(f"distil the student ({STUDENT})", (student_dir / "config.json").is_file())
+    if not (student_dir / "config.json").is_file():
+        teacher = load_joint(teacher_dir)
+        examples = train.examples("train", tokenizer)
+        student = student_from_teacher(teacher, task_data=[e["input_ids"] for e in examples], tokenizer=tokenizer,
+                                       **STUDENT)
+        student = distill(teacher, student, examples, eval=train.examples("dev", tokenizer), epochs=STUDENT_EPOCHS,
+                          lr=2e-3, output_names=train.OUTPUTS, labels=train.LABELS, metric=train.metric,
+                          hidden_loss="mse", patience=3,
+                          checkpoint_dir=work / "student.checkpoints", progress=progress)
+        test = train.examples("test", tokenizer)
+        save_joint(student, student_dir, labels=train.label_names(), tokenizer=tokenizer_path,
+                   extra={"kind": "student", "init": getattr(student, "init_report", {}),
+                          "test": train.score(predict(student, test, output_names=train.OUTPUTS), test)})
+        train.export_joint(student, student_dir / "student.onnx")
+    timings["student_s"] = time.perf_counter() - start
+
+    folder = agent_folder()
+    backends = [row["name"] for row in list_backends() if row["available"]]
+    start = _step(f"compile the student: fp32 and int8 on {backends}", (folder / LABELS_FILE).is_file())
+    if not (folder / LABELS_FILE).is_file():
+        staging = folder.with_name(".agent.building")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        workload = ha_intents.HAIntents(split="train", limit=256)
+        from ..ir import load
+
+        ir = load(student_dir / "student.onnx")
+        for backend in backends:
+            for precision in ("fp32", "int8"):
+                options = {"int8": "dynamic"} if backend == "onnxruntime" and precision == "int8" else None
+                calibration = workload.calibration(ir.inputs) if precision == "int8" and options is None else None
+                compile_model(ir, backend, precision, calibration=calibration, options=options,
+                              out=staging / f"{backend}-{precision}")
+        shutil.copyfile(tokenizer_path, staging / TOKENIZER_FILE)
+        (staging / LABELS_FILE).write_text(json.dumps({**train.label_names(), "language": "en"}, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+    timings["compile_s"] = time.perf_counter() - start
+
+    results = work / "bench.json"
+    start = _step("benchmark teacher and student on the host", results.is_file() and not rebench)
+    if rebench or not results.is_file():
+        run_bench(BenchConfig(models=[teacher_dir / "teacher.onnx", student_dir / "student.onnx"], out=results,
+                              workload="ha-intents", backends=backends, precisions=["fp32", "int8"],
+                              options={"onnxruntime": {"int8": "dynamic"}}, progress=progress))
+    timings["bench_s"] = time.perf_counter() - start
+    document = load_results(results)
+    table = markdown_table(document)
+    (work / "report.md").write_text(table + "\n")
+    try:
+        plot([document], work / "report.png")
+    except Exception as exc:  # noqa: BLE001 - the table matters more than the picture
+        print(f"[demo] no plot: {exc}", file=sys.stderr)
+    return {"home": str(edgeagent_home()), "agent": str(folder), "table": table, "timings_s": timings,
+            "report": str(work / "report.md"), "plot": str(work / "report.png")}

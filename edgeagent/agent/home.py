@@ -1,0 +1,129 @@
+"""A small simulated home: the demo environment whose state an utterance changes.
+
+Devices are found by name, else by area (and domain); each handler returns what it did, so the
+chat shows the effect and tests can check the state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .runtime import EdgeAgent, ToolCall
+
+
+@dataclass
+class Device:
+    name: str
+    domain: str
+    area: str
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def default_devices() -> list[Device]:
+    return [
+        Device("kitchen light", "light", "kitchen", {"on": False, "brightness": 100, "color": "white"}),
+        Device("ceiling light", "light", "living room", {"on": True, "brightness": 80, "color": "white"}),
+        Device("bedside lamp", "light", "bedroom", {"on": False, "brightness": 40, "color": "warm"}),
+        Device("coffee maker", "switch", "kitchen", {"on": False}),
+        Device("living room blinds", "cover", "living room", {"position": 100}),
+        Device("garage door", "cover", "garage", {"position": 0}),
+        Device("thermostat", "climate", "hallway", {"temperature": 20}),
+        Device("tv", "media_player", "living room", {"playing": False, "volume": 30, "muted": False}),
+        Device("speaker", "media_player", "kitchen", {"playing": True, "volume": 20, "muted": False}),
+        Device("roomba", "vacuum", "living room", {"cleaning": False}),
+    ]
+
+
+class SimulatedHome:
+    """Devices, timers and lists, with a handler per supported intent."""
+
+    DOMAIN_WORDS = {"light": "light", "lights": "light", "lamp": "light", "fan": "fan", "blinds": "cover"}
+
+    def __init__(self, devices: list[Device] | None = None) -> None:
+        self.devices = devices or default_devices()
+        self.timers: list[dict[str, Any]] = []
+        self.lists: dict[str, list[str]] = {"shopping list": []}
+
+    def find(self, call: ToolCall, domain: str | None = None) -> list[Device]:
+        name = str(call.slots.get("name", "")).lower()
+        area = str(call.slots.get("area", "")).lower()
+        if name:
+            exact = [d for d in self.devices if d.name == name]
+            return exact or [d for d in self.devices if name in d.name or d.name in name]
+        found = [d for d in self.devices if (not area or d.area == area) and (domain is None or d.domain == domain)]
+        return found if area or domain else []
+
+    def attach(self, agent: EdgeAgent) -> EdgeAgent:
+        """Register this home's handlers as the agent's tools."""
+        for intent, handler in self.handlers().items():
+            agent.tool(intent)(handler)
+        return agent
+
+    def handlers(self):
+        def switch(on: bool):
+            def handle(call: ToolCall):
+                devices = self.find(call, None if call.slots.get("name") else "light")
+                for d in devices:
+                    if "on" in d.state:
+                        d.state["on"] = on
+                    if "position" in d.state:
+                        d.state["position"] = 100 if on else 0
+                return {"changed": [d.name for d in devices], "on": on}
+            return handle
+
+        def light_set(call: ToolCall):
+            devices = self.find(call, "light")
+            for d in devices:
+                d.state["on"] = True
+                if "brightness" in call.slots:
+                    d.state["brightness"] = int(call.slots["brightness"])
+                if "color" in call.slots:
+                    d.state["color"] = call.slots["color"]
+            return {"changed": [d.name for d in devices], **{k: call.slots[k] for k in ("brightness", "color")
+                                                           if k in call.slots}}
+
+        def position(call: ToolCall):
+            devices = self.find(call, "cover")
+            for d in devices:
+                d.state["position"] = int(call.slots.get("position", 0))
+            return {"changed": [d.name for d in devices], "position": call.slots.get("position")}
+
+        def temperature(call: ToolCall):
+            devices = self.find(call, "climate") or [d for d in self.devices if d.domain == "climate"]
+            for d in devices:
+                d.state["temperature"] = call.slots.get("temperature")
+            return {"changed": [d.name for d in devices], "temperature": call.slots.get("temperature")}
+
+        def media(key: str, value: Any):
+            def handle(call: ToolCall):
+                devices = self.find(call, "media_player") or [d for d in self.devices if d.domain == "media_player"]
+                for d in devices:
+                    d.state[key] = value if value is not None else int(call.slots.get("volume_level", 0))
+                return {"changed": [d.name for d in devices], key: value}
+            return handle
+
+        def start_timer(call: ToolCall):
+            seconds = sum(int(call.slots.get(k, 0)) * m for k, m in (("hours", 3600), ("minutes", 60), ("seconds", 1)))
+            self.timers.append({"name": call.slots.get("name"), "seconds": seconds})
+            return {"timers": list(self.timers)}
+
+        def cancel_timers(call: ToolCall):
+            self.timers.clear()
+            return {"timers": []}
+
+        def add_item(call: ToolCall):
+            list_name = str(call.slots.get("name", "shopping list"))
+            self.lists.setdefault(list_name, []).append(str(call.slots.get("item", "")))
+            return {"list": list_name, "items": self.lists[list_name]}
+
+        def state(call: ToolCall):
+            return {d.name: d.state for d in self.find(call) or self.devices}
+
+        return {"HassTurnOn": switch(True), "HassTurnOff": switch(False), "HassLightSet": light_set,
+                "HassSetPosition": position, "HassClimateSetTemperature": temperature,
+                "HassMediaPause": media("playing", False), "HassMediaUnpause": media("playing", True),
+                "HassMediaPlayerMute": media("muted", True), "HassMediaPlayerUnmute": media("muted", False),
+                "HassSetVolume": media("volume", None), "HassStartTimer": start_timer,
+                "HassCancelAllTimers": cancel_timers, "HassCancelTimer": cancel_timers,
+                "HassShoppingListAddItem": add_item, "HassListAddItem": add_item, "HassGetState": state}

@@ -1,0 +1,235 @@
+"""Text → ToolCall with no torch or transformers: `tokenizers`, any backend's Session, numpy.
+
+The Decoder tokenizes (truncating to the model's length and saying so), runs the session, and
+turns BIO tags back into slot values: numbers become ints, words from Home Assistant's closed
+lists (colours, brightness levels, states) become the list's value, names stay as said.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..workloads import ha_intents
+
+NOT_UNDERSTOOD = "not_understood"
+
+
+@dataclass
+class ToolCall:
+    """What the agent understood: an intent with its slots, or `not_understood`."""
+
+    intent: str
+    slots: dict[str, Any] = field(default_factory=dict)
+    confidence: float = 0.0
+    latency_ms: float = 0.0
+    text: str = ""
+    truncated: bool = False
+
+    @property
+    def understood(self) -> bool:
+        return self.intent != NOT_UNDERSTOOD
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "intent": self.intent, "slots": self.slots, "confidence": self.confidence,
+                "latency_ms": self.latency_ms, "truncated": self.truncated}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+class Decoder:
+    """Tokenizer + label names + slot-value normalisation for one model family."""
+
+    def __init__(self, tokenizer, intents, tags, *, max_length: int = 64, threshold: float = 0.5,
+                 value_table: dict[str, dict[str, Any]] | None = None) -> None:
+        self.tokenizer, self.intents, self.tags = tokenizer, list(intents), list(tags)
+        self.max_length, self.threshold = max_length, threshold
+        self.value_table = value_table or {}
+        tokenizer.no_truncation()  # truncation is done here, so that it can be reported
+
+    @classmethod
+    def for_workload(cls, tokenizer, language: str = "en", **kwargs) -> Decoder:
+        intents, tags = ha_intents.label_space(language)
+        return cls(tokenizer, intents, tags, value_table=closed_list_values(language), **kwargs)
+
+    def encode(self, text: str):
+        encoding = self.tokenizer.encode(text)
+        truncated = len(encoding.ids) > self.max_length
+        ids = encoding.ids[:self.max_length - 1] + [encoding.ids[-1]] if truncated else encoding.ids
+        return np.asarray([ids], np.int64), encoding, truncated
+
+    def act(self, session, text: str) -> ToolCall:
+        start = time.perf_counter()
+        if not isinstance(text, str) or not text.strip():
+            return ToolCall(NOT_UNDERSTOOD, text=text if isinstance(text, str) else "",
+                            latency_ms=(time.perf_counter() - start) * 1e3)
+        ids, encoding, truncated = self.encode(text)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if any(s.name == "token_type_ids" for s in session.inputs):
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        outputs = session.run(feeds)
+        call = self.decode(outputs["intent_logits"][0], outputs["slot_logits"][0], encoding, text)
+        call.truncated = truncated
+        call.latency_ms = (time.perf_counter() - start) * 1e3
+        return call
+
+    def decode(self, intent_logits: np.ndarray, slot_logits: np.ndarray, encoding, text: str) -> ToolCall:
+        probabilities = _softmax(intent_logits.astype(np.float64))
+        best = int(probabilities.argmax())
+        confidence = float(probabilities[best])
+        if confidence < self.threshold:
+            return ToolCall(NOT_UNDERSTOOD, confidence=confidence, text=text)
+        tag_ids = slot_logits.argmax(-1).tolist()
+        special = encoding.special_tokens_mask[:len(tag_ids)]
+        tag_ids = [0 if s else t for t, s in zip(tag_ids, special)]
+        slots: dict[str, Any] = {}
+        for start, end, slot in sorted(ha_intents.tag_spans(tag_ids, self.tags)):
+            char_start = encoding.offsets[start][0]
+            char_end = encoding.offsets[end - 1][1]
+            surface = text[char_start:char_end]
+            slots.setdefault(slot, self.normalise(slot, surface))
+        return ToolCall(self.intents[best], slots, confidence, text=text)
+
+    def normalise(self, slot: str, surface: str) -> Any:
+        words = surface.strip().lower()
+        if words in self.value_table.get(slot, {}):
+            return self.value_table[slot][words]
+        try:
+            return int(words)
+        except ValueError:
+            try:
+                return float(words)
+            except ValueError:
+                return surface.strip()
+
+
+def closed_list_values(language: str = "en") -> dict[str, dict[str, Any]]:
+    """slot → {spoken text → value} for Home Assistant's closed lists (colours, states, levels)."""
+    from hassil.expression import ListReference, RuleReference, Group
+    from hassil.intents import TextSlotList
+    from hassil.sample import sample_expression
+
+    intents = ha_intents.load_templates(language)
+    slot_for_list: dict[str, set[str]] = {}
+
+    def walk(expr, rules, seen):
+        if isinstance(expr, ListReference):
+            slot_for_list.setdefault(expr.list_name, set()).add(expr.slot_name)
+        elif isinstance(expr, Group):
+            for item in expr.items:
+                walk(item, rules, seen)
+        elif isinstance(expr, RuleReference) and expr.rule_name not in seen:
+            walk(rules[expr.rule_name].expression, rules, seen | {expr.rule_name})
+
+    for intent in intents.intents.values():
+        for data in intent.data:
+            rules = {**intents.expansion_rules, **(data.expansion_rules or {})}
+            for sentence in data.sentences:
+                walk(sentence.expression, rules, frozenset())
+    table: dict[str, dict[str, Any]] = {}
+    for list_name, slot_list in intents.slot_lists.items():
+        if not isinstance(slot_list, TextSlotList):
+            continue
+        for value in slot_list.values:
+            out = value.value_out
+            for spoken in sample_expression(value.text_in, intents.slot_lists, intents.expansion_rules):
+                for slot in slot_for_list.get(list_name, ()):
+                    table.setdefault(slot, {}).setdefault(spoken.strip().lower(), out if out is not None else spoken)
+    return table
+
+
+LABELS_FILE = "labels.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class EdgeAgent:
+    """Utterance → ToolCall → tool, on any backend, with no torch at run time.
+
+    An agent folder holds `tokenizer.json`, `labels.json` and one artifact folder per backend
+    and precision (as `edgeagent demo` writes them). Tools register per intent:
+
+        agent = EdgeAgent.load("~/.cache/edgeagent/agent")
+        @agent.tool("HassTurnOn")
+        def turn_on(call): ...
+        agent.handle("turn on the kitchen light")
+    """
+
+    def __init__(self, session, decoder: Decoder, *, artifact=None) -> None:
+        self.session, self.decoder, self.artifact = session, decoder, artifact
+        self.tools: dict[str, Any] = {}
+
+    @classmethod
+    def load(cls, artifacts, *, backend: str | None = None, precision: str | None = None,
+             threshold: float = 0.5) -> EdgeAgent:
+        """Open the best matching artifact in an agent folder.
+
+        Args:
+            artifacts: the agent folder.
+            backend, precision: which artifact (default: int8 on onnxruntime if present, else the
+                first usable one in the folder).
+            threshold: intent confidence below which the answer is `not_understood`.
+
+        Raises:
+            InputError: no such folder, no artifact matching the request (the present ones are listed).
+        """
+        import json
+        from pathlib import Path
+
+        from ..artifact import open_artifact
+        from ..backend import backend_entries
+        from ..errors import InputError
+        from ..pipeline import load_session
+
+        folder = Path(artifacts).expanduser()
+        if not (folder / LABELS_FILE).is_file() or not (folder / TOKENIZER_FILE).is_file():
+            raise InputError(f"{folder} is not an agent folder (it needs {LABELS_FILE}, {TOKENIZER_FILE} and "
+                             "artifacts); build one with `edgeagent demo`", field="artifacts")
+        if backend is not None and backend not in backend_entries():
+            raise InputError(f"unknown backend {backend!r}; registered backends: {sorted(backend_entries())}",
+                             field="backend")
+        found = []
+        for path in sorted(p for p in folder.iterdir() if (p / "manifest.json").is_file()):
+            artifact = open_artifact(path)
+            found.append(artifact)
+        usable = [a for a in found if (backend is None or a.backend == backend)
+                  and (precision is None or a.precision == precision)]
+        entries = backend_entries()
+        usable = [a for a in usable if entries.get(a.backend) and entries[a.backend].backend
+                  and entries[a.backend].backend.available()]
+        if not usable:
+            present = [f"{a.backend}/{a.precision}" for a in found]
+            raise InputError(f"no usable artifact for backend={backend or 'any'}, precision={precision or 'any'} "
+                             f"in {folder}; present: {present}", field="backend")
+        preferred = sorted(usable, key=lambda a: (a.backend != "onnxruntime", a.precision != "int8"))
+        artifact = preferred[0]
+        labels = json.loads((folder / LABELS_FILE).read_text(encoding="utf-8"))
+        tokenizer = ha_intents.load_tokenizer(folder / TOKENIZER_FILE)
+        decoder = Decoder(tokenizer, labels["intents"], labels["tags"], threshold=threshold,
+                          value_table=closed_list_values(labels.get("language", "en")))
+        return cls(load_session(artifact), decoder, artifact=artifact)
+
+    def act(self, text: str) -> ToolCall:
+        """Understand one utterance; never raises for bad text (empty text is not understood)."""
+        return self.decoder.act(self.session, text)
+
+    def tool(self, intent: str):
+        """Decorator: register `fn(call) -> result` as the handler of `intent`."""
+        def register(fn):
+            self.tools[intent] = fn
+            return fn
+        return register
+
+    def handle(self, text: str) -> tuple[ToolCall, Any]:
+        """act(), then run the intent's tool; (call, None) when nothing handles it."""
+        call = self.act(text)
+        handler = self.tools.get(call.intent) if call.understood else None
+        return call, (handler(call) if handler else None)
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,94 @@
+"""`edgeagent agent predict [TEXT] [--file FILE] ... --format jsonl`, `edgeagent agent chat`, `edgeagent demo`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    agent = sub.add_parser("agent", help="the home-assistant agent: predict tool calls, or chat with a simulated home")
+    actions = agent.add_subparsers(dest="action", metavar="ACTION", required=True)
+    predict = actions.add_parser("predict", help="one JSON object per input line: text, intent, slots, confidence")
+    predict.add_argument("text", nargs="?", help="an utterance (else --file, else standard input)")
+    predict.add_argument("--file", help="one utterance per line")
+    chat = actions.add_parser("chat", help="talk to the simulated home")
+    for parser in (predict, chat):
+        parser.add_argument("--artifacts", help="agent folder (default: the one `edgeagent demo` builds)")
+        parser.add_argument("--backend")
+        parser.add_argument("--precision")
+    predict.add_argument("--format", choices=("jsonl", "text"), default="jsonl")
+    agent.set_defaults(handler=handle)
+    demo = sub.add_parser("demo", help="fine-tune, distil, compile and benchmark the home-assistant agent")
+    demo.add_argument("--rebench", action="store_true", help="benchmark again even if results are cached")
+    demo.set_defaults(handler=handle_demo)
+
+
+def _agent(args):
+    from ..agent.demo import agent_folder, build
+    from ..agent.runtime import LABELS_FILE, EdgeAgent
+
+    folder = args.artifacts
+    if folder is None:
+        folder = agent_folder()
+        if not (folder / LABELS_FILE).is_file():
+            print("no agent artifacts yet: building them with `edgeagent demo` first", file=sys.stderr)
+            build()
+    return EdgeAgent.load(folder, backend=args.backend, precision=args.precision)
+
+
+def _lines(args):
+    if args.text is not None:
+        yield args.text
+        return
+    if args.file:
+        with open(args.file, "rb") as handle:
+            raw = handle.read().splitlines()
+    else:
+        raw = sys.stdin.buffer.read().splitlines()
+    for number, line in enumerate(raw, 1):
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield ValueError(f"line {number} is not UTF-8 ({exc.reason} at byte {exc.start})")
+
+
+def handle(args) -> int:
+    agent = _agent(args)
+    if args.action == "chat":
+        return _chat(agent)
+    for text in _lines(args):
+        if isinstance(text, Exception):
+            record = {"text": None, "intent": None, "slots": {}, "confidence": 0.0, "error": str(text)}
+        else:
+            record = agent.act(text).to_json()
+        if args.format == "jsonl":
+            print(json.dumps(record, ensure_ascii=False, default=str), flush=True)
+        else:
+            print(f"{record['intent']} {record['slots']} ({record['confidence']:.2f}) ← {record['text']!r}")
+    return 0
+
+
+def _chat(agent) -> int:
+    from ..agent.home import SimulatedHome
+
+    home = SimulatedHome()
+    home.attach(agent)
+    print("Talk to the simulated home (empty line or Ctrl-D to leave).")
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        call, result = agent.handle(line.strip())
+        print(f"→ {call.intent} {call.slots} ({call.confidence:.2f}, {call.latency_ms:.2f} ms)")
+        print(f"  {result if result is not None else 'no tool for that'}")
+    return 0
+
+
+def handle_demo(args) -> int:
+    from ..agent.demo import build
+
+    summary = build(rebench=args.rebench)
+    print(summary["table"])
+    print(f"\nagent: {summary['agent']}\nreport: {summary['report']} and {summary['plot']}")
+    print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings_s"].items()))
+    return 0

@@ -1,0 +1,99 @@
+"""The agent runtime: EdgeAgent.load/act, `agent predict` on files with bad lines, the simulated home."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("hassil")
+
+import edgeagent  # noqa: E402
+from edgeagent.agent import build  # noqa: E402
+from edgeagent.agent.home import SimulatedHome  # noqa: E402
+from edgeagent.agent.runtime import LABELS_FILE, NOT_UNDERSTOOD, TOKENIZER_FILE, EdgeAgent, ToolCall  # noqa: E402
+from edgeagent.cli.main import main  # noqa: E402
+from edgeagent.errors import InputError  # noqa: E402
+from edgeagent.workloads import ha_intents  # noqa: E402
+from tests.test_distill import FAST, tiny_teacher  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(scope="module")
+def agent_dir(tmp_path_factory):
+    """A real (tiny) joint model, fine-tuned, exported and compiled into an agent folder."""
+    folder = tmp_path_factory.mktemp("agent")
+    tokenizer = ha_intents.load_tokenizer()
+    train = build.examples("train", tokenizer)[:1500]
+    model = edgeagent.distill.finetune(tiny_teacher(train, tokenizer), train, epochs=3, lr=3e-3, **FAST)
+    path = build.export_joint(model, folder / "model.onnx")
+    edgeagent.compile(path, "onnxruntime", "fp32", out=folder / "agent" / "onnxruntime-fp32")
+    edgeagent.compile(path, "onnxruntime", "int8", options={"int8": "dynamic"},
+                      out=folder / "agent" / "onnxruntime-int8")
+    shutil.copyfile(ha_intents.default_tokenizer_path(), folder / "agent" / TOKENIZER_FILE)
+    (folder / "agent" / LABELS_FILE).write_text(json.dumps(build.label_names()))
+    return folder / "agent"
+
+
+def test_act_returns_a_tool_call(agent_dir):
+    agent = EdgeAgent.load(agent_dir)
+    assert agent.artifact.precision == "int8" and agent.artifact.backend == "onnxruntime"
+    call = agent.act("turn on the desk lamp in the kitchen")
+    assert call.intent in agent.decoder.intents + [NOT_UNDERSTOOD]
+    assert 0 <= call.confidence <= 1 and call.latency_ms > 0
+    assert agent.act("   ").intent == NOT_UNDERSTOOD and agent.act("").intent == NOT_UNDERSTOOD
+    long = agent.act("turn on the lights " * 100)
+    assert long.truncated is True
+    fp32 = EdgeAgent.load(agent_dir, precision="fp32")
+    assert fp32.artifact.precision == "fp32"
+    with pytest.raises(InputError, match="present"):
+        EdgeAgent.load(agent_dir, precision="fp16")
+    with pytest.raises(InputError, match="registered backends"):
+        EdgeAgent.load(agent_dir, backend="nope")
+
+
+def test_predict_prints_one_json_line_per_input_and_survives_bad_lines(agent_dir, tmp_path, capsys):
+    lines = tmp_path / "in.txt"
+    lines.write_bytes(b"turn off the kitchen light\n\n\xff\xfe broken\nset the desk lamp to 40%\n")
+    assert main(["agent", "predict", "--file", str(lines), "--artifacts", str(agent_dir), "--format", "jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 4
+    for record in records:
+        assert {"text", "intent", "slots", "confidence"} <= set(record)
+    assert records[1]["intent"] == NOT_UNDERSTOOD
+    assert "not UTF-8" in records[2]["error"] and records[3]["text"] == "set the desk lamp to 40%"
+    assert main(["agent", "predict", "dim the lights", "--artifacts", str(agent_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == "dim the lights"
+    assert main(["agent", "predict", "x", "--artifacts", str(tmp_path)]) == 1
+    assert "agent folder" in capsys.readouterr().err
+
+
+def test_the_simulated_home_changes_state():
+    home = SimulatedHome()
+    handlers = home.handlers()
+    handlers["HassTurnOn"](ToolCall("HassTurnOn", {"name": "kitchen light"}))
+    kitchen = next(d for d in home.devices if d.name == "kitchen light")
+    assert kitchen.state["on"] is True
+    handlers["HassLightSet"](ToolCall("HassLightSet", {"area": "kitchen", "brightness": 30}))
+    assert kitchen.state["brightness"] == 30
+    handlers["HassTurnOff"](ToolCall("HassTurnOff", {"area": "living room"}))
+    assert next(d for d in home.devices if d.name == "ceiling light").state["on"] is False
+    handlers["HassShoppingListAddItem"](ToolCall("HassShoppingListAddItem", {"item": "milk"}))
+    assert home.lists["shopping list"] == ["milk"]
+    handlers["HassStartTimer"](ToolCall("HassStartTimer", {"minutes": 5}))
+    assert home.timers == [{"name": None, "seconds": 300}]
+
+
+def test_tools_are_called_with_the_tool_call(agent_dir):
+    agent = EdgeAgent.load(agent_dir)
+    seen = []
+    for intent in agent.decoder.intents:
+        agent.tool(intent)(lambda call: seen.append(call.intent) or "done")
+    call, result = agent.handle("turn on the desk lamp")
+    if call.understood:
+        assert result == "done" and seen == [call.intent]
+    else:
+        assert result is None and not seen
