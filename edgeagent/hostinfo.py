@@ -7,6 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from ._proc import proc_field_bytes
 from .backend import sdk_version
 
 # Flags that decide which INT8 kernels are fast (DESIGN.md): x86 names from /proc/cpuinfo
@@ -62,13 +63,7 @@ def usable_cpus() -> int:
 
 
 def memory_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return proc_field_bytes("/proc/meminfo", "MemTotal")
 
 
 def software_versions() -> dict[str, str | None]:

@@ -81,7 +81,8 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
         InputError, CalibrationError: no usable backend, no calibration data.
         UnsupportedModel: no candidate compiled and ran.
     """
-    from .bench.runner import BenchConfig, BenchProtocol, Cell, RunContext, _model_entry, run_cell
+    from .bench.runner import (BenchConfig, BenchProtocol, Cell, Limits, RunContext, _model_entry,
+                               cell_folder_name, run_cell, stage_timeouts)
     from .targets import fit as target_fit, get_target
 
     if calibration is None:
@@ -97,9 +98,9 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
     config = BenchConfig(models=[model], out=os.devnull, calibration=calibration, protocol=protocol)
     data = eval or calibration
     context = RunContext(config, target, fitted, {"kind": "npz", "path": str(Path(data).resolve())},
-                         timeouts={"compile": 1800.0, "load": 300.0, "first_inference": 120.0, "run": 300.0,
-                                   "accuracy": 900.0},
-                         limits=_no_limits(), started=_dt.datetime.now(_dt.UTC))
+                         timeouts=stage_timeouts(protocol),
+                         # recipe choice compares candidates on this machine as it is
+                         limits=Limits(), started=_dt.datetime.now(_dt.UTC))
     rows = []
     try:
         for candidate in candidates(target, backends, device):
@@ -113,7 +114,7 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
                          "p90_ms": record["stats"]["p90"] * 1e3 if record["status"] == "ok" else None,
                          "accuracy": record.get("accuracy"), "agreement": record.get("agreement"),
                          "size_bytes": record.get("size_bytes"),
-                         "artifact": str(context.workdir / _safe(cell.name))})
+                         "artifact": str(context.workdir / cell_folder_name(cell.name))})
         winner = _select(rows, max_drop)
         table = {"max_drop": max_drop, "accuracy_from": "labels in " + str(data) if _has_labels(data) else
                  f"top-1 agreement with fp32 on {data}", "emulated": fitted.mode == "emulated",
@@ -131,16 +132,6 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
         return build_atomically(out, build)
     finally:
         shutil.rmtree(context.workdir, ignore_errors=True)
-
-
-def _no_limits():
-    from .bench.runner import Limits
-
-    return Limits()  # recipe choice compares candidates on this machine as it is
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def _has_labels(path) -> bool:

@@ -88,8 +88,6 @@ def markdown_table(documents: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -
     return "\n\n".join(parts)
 
 
-summary_table = markdown_table
-
 
 def write_csv(documents: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
     """One CSV row per cell, with the target and commit of its file."""

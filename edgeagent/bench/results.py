@@ -98,10 +98,10 @@ class Journal:
         if not records or records[0].get("journal") != JOURNAL_SCHEMA:
             raise ResultsError(f"{self.path} is not a bench journal ({JOURNAL_SCHEMA}); delete it",
                                field=str(self.path))
-        recorded = records[0].get("fingerprint")
-        if recorded != json.loads(json.dumps(dict(fingerprint), default=str)):
-            changed = sorted(k for k in set(recorded or {}) | set(fingerprint)
-                             if (recorded or {}).get(k) != json.loads(json.dumps(fingerprint.get(k), default=str)))
+        recorded = records[0].get("fingerprint") or {}
+        current = json.loads(json.dumps(dict(fingerprint), default=str))  # as the journal stored it
+        if recorded != current:
+            changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
             raise ResultsError(f"--resume with other settings than the interrupted run (differs in "
                                f"{changed}); rerun with the same arguments or delete {self.path}",
                                field="resume")

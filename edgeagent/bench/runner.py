@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._proc import proc_field_bytes
 from ..artifact import open_artifact
 from ..backend import Precision, backend_entries
 from ..errors import ArtifactError, InputError
@@ -76,6 +77,19 @@ DEFAULT_TIMEOUTS = {"compile": 1800.0, "load": 300.0, "first_inference": 120.0, 
 STAGE_GROUP = {"start": "load", "import": "load", "compile": "compile", "load": "load",
                "first_inference": "first_inference", "warmup": "run", "timed": "run",
                "throughput": "run", "end_to_end": "run", "accuracy": "accuracy", "reference": "accuracy"}
+
+
+def stage_timeouts(protocol: BenchProtocol, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Seconds per stage group: the defaults, the timed run's scaled to the protocol, then overrides.
+
+    Raises:
+        InputError: an override for a stage group that does not exist.
+    """
+    unknown = sorted(set(overrides or {}) - set(DEFAULT_TIMEOUTS))
+    if unknown:
+        raise InputError(f"unknown timeout stage(s) {unknown}; stages: {sorted(DEFAULT_TIMEOUTS)}",
+                         field="timeout")
+    return {**DEFAULT_TIMEOUTS, "run": max(120.0, 20 * protocol.min_time_s), **dict(overrides or {})}
 
 
 @dataclass
@@ -149,13 +163,7 @@ def _signal_name(number: int) -> str:
 
 
 def _rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    return proc_field_bytes(f"/proc/{pid}/status", "VmRSS") or 0
 
 
 @dataclass(frozen=True)
@@ -444,13 +452,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     fit = target_fit(target)
     workload = _workload_spec(config)
     cells = plan_cells(config, target, fit)
-    timeouts = {**DEFAULT_TIMEOUTS, **dict(config.timeouts)}
-    if timeouts["run"] is None:
-        timeouts["run"] = max(120.0, 20 * config.protocol.min_time_s)
-    unknown = sorted(set(timeouts) - set(DEFAULT_TIMEOUTS))
-    if unknown:
-        raise InputError(f"unknown timeout stage(s) {unknown}; stages: {sorted(DEFAULT_TIMEOUTS)}",
-                         field="timeout")
+    timeouts = stage_timeouts(config.protocol, config.timeouts)
 
     journal = Journal(journal_path(out))
     fingerprint = _fingerprint(config, cells, target)
@@ -530,6 +532,11 @@ def _baselines(backends: Sequence[str], context: RunContext) -> dict[str, Any]:
     return found
 
 
+def cell_folder_name(name: str) -> str:
+    """A file-system-safe name for a cell's artifact folder and log in the run's workdir."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
 def run_cell(cell: Cell, context: RunContext) -> dict[str, Any]:
     """Compile (for ONNX models) and measure one cell; never raises for the cell's own failures."""
     config, protocol = context.config, context.config.protocol
@@ -539,7 +546,7 @@ def run_cell(cell: Cell, context: RunContext) -> dict[str, Any]:
                               "utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     if cell.skip:
         return {**record, "status": "skipped", "message": cell.skip}
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cell.name)
+    safe = cell_folder_name(cell.name)
     log = context.workdir / f"{safe}.log"
     target_json = context.target.to_json()
     base = {"name": cell.name, "backend": cell.backend, "precision": cell.precision,

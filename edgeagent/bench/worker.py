@@ -66,12 +66,11 @@ def _maybe_fault(stage: str, cell: str) -> None:
 
 def peak_rss_bytes() -> int:
     """This process's peak resident set: VmHWM where /proc has it, else ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    from edgeagent._proc import proc_field_bytes
+
+    peak = proc_field_bytes("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss if sys.platform == "darwin" else maxrss * 1024  # macOS reports bytes
 

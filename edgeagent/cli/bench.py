@@ -55,7 +55,7 @@ def handle(args) -> int:
 
     from ..bench import BenchConfig, BenchProtocol, budget_failures, run_bench
     from ..errors import InputError
-    from ..bench.report import summary_table
+    from ..bench.report import markdown_table
 
     protocol = BenchProtocol.release() if args.release else BenchProtocol()
     overrides = {"repeats": args.repeats, "min_calls": args.min_calls, "min_time_s": args.min_time,
@@ -83,7 +83,7 @@ def handle(args) -> int:
                          target=args.target, protocol=protocol, options=options, timeouts=timeouts,
                          reference=args.reference, dims=dims, resume=args.resume, argv=sys.argv[1:])
     document = run_bench(config)
-    print(summary_table(document))
+    print(markdown_table(document))
     print(f"\nwrote {args.out}")
     if args.gate:
         failures = budget_failures(document)
