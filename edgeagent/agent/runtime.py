@@ -111,27 +111,11 @@ class Decoder:
 
 def closed_list_values(language: str = "en") -> dict[str, dict[str, Any]]:
     """slot → {spoken text → value} for Home Assistant's closed lists (colours, states, levels)."""
-    from hassil.expression import ListReference, RuleReference, Group
     from hassil.intents import TextSlotList
     from hassil.sample import sample_expression
 
     intents = ha_intents.load_templates(language)
-    slot_for_list: dict[str, set[str]] = {}
-
-    def walk(expr, rules, seen):
-        if isinstance(expr, ListReference):
-            slot_for_list.setdefault(expr.list_name, set()).add(expr.slot_name)
-        elif isinstance(expr, Group):
-            for item in expr.items:
-                walk(item, rules, seen)
-        elif isinstance(expr, RuleReference) and expr.rule_name not in seen:
-            walk(rules[expr.rule_name].expression, rules, seen | {expr.rule_name})
-
-    for intent in intents.intents.values():
-        for data in intent.data:
-            rules = {**intents.expansion_rules, **(data.expansion_rules or {})}
-            for sentence in data.sentences:
-                walk(sentence.expression, rules, frozenset())
+    slot_for_list = ha_intents.slots_by_list(language)
     table: dict[str, dict[str, Any]] = {}
     for list_name, slot_list in intents.slot_lists.items():
         if not isinstance(slot_list, TextSlotList):

@@ -65,14 +65,13 @@ def _student_shape(text: str) -> dict:
     return shape
 
 
-def _finish(model, args, tokenizer_path, kind: str, extra: dict) -> int:
+def _finish(model, args, tokenizer, tokenizer_path, kind: str, extra: dict) -> int:
     from pathlib import Path
 
     from ..agent import build
     from ..distill import save_joint
     from ..distill.trainer import predict
 
-    tokenizer = _tokenizer()
     test = build.examples("test", tokenizer, seed=args.seed)
     scores = build.score(predict(model, test, output_names=build.OUTPUTS), test)
     folder = save_joint(model, args.out, labels=build.label_names(), tokenizer=tokenizer_path,
@@ -87,12 +86,6 @@ def _finish(model, args, tokenizer_path, kind: str, extra: dict) -> int:
     return 0
 
 
-def _tokenizer():
-    from ..workloads import ha_intents
-
-    return ha_intents.load_tokenizer()
-
-
 def handle_finetune(args) -> int:
     from pathlib import Path
 
@@ -101,14 +94,15 @@ def handle_finetune(args) -> int:
     from ..workloads import ha_intents
 
     _workload(args.workload)
-    tokenizer = _tokenizer()
+    tokenizer_path = ha_intents.default_tokenizer_path()
+    tokenizer = ha_intents.load_tokenizer(tokenizer_path)
     train = build.examples("train", tokenizer, seed=args.seed)[:args.limit]
     model = finetune(build.new_teacher(args.base), train, eval=build.examples("dev", tokenizer, seed=args.seed),
                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                      output_names=build.OUTPUTS, labels=build.LABELS, metric=build.metric,
                      checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
                      resume=args.resume)
-    return _finish(model, args, ha_intents.default_tokenizer_path(), "teacher", {"base": args.base})
+    return _finish(model, args, tokenizer, tokenizer_path, "teacher", {"base": args.base})
 
 
 def handle_distill(args) -> int:
@@ -122,7 +116,9 @@ def handle_distill(args) -> int:
     shape = _student_shape(args.student)
     teacher = load_joint(args.teacher)
     tokenizer_path = Path(args.teacher) / "tokenizer.json"
-    tokenizer = ha_intents.load_tokenizer(tokenizer_path if tokenizer_path.is_file() else None)
+    if not tokenizer_path.is_file():  # a teacher folder saved without its tokenizer
+        tokenizer_path = ha_intents.default_tokenizer_path()
+    tokenizer = ha_intents.load_tokenizer(tokenizer_path)
     train = build.examples("train", tokenizer, seed=args.seed)[:args.limit]
     student = student_from_teacher(teacher, task_data=[e["input_ids"] for e in train], tokenizer=tokenizer,
                                    seed=args.seed, **shape)
@@ -132,9 +128,5 @@ def handle_distill(args) -> int:
                       output_names=build.OUTPUTS, labels=build.LABELS, metric=build.metric, patience=args.patience,
                       checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
                       resume=args.resume)
-    return _finish(student, args, tokenizer_path if tokenizer_path.is_file() else ha_intents.default_tokenizer_path(),
-                   "student", {"teacher": str(args.teacher), "init": student_init(student)})
-
-
-def student_init(student) -> dict:
-    return getattr(student, "init_report", {})
+    return _finish(student, args, tokenizer, tokenizer_path, "student",
+                   {"teacher": str(args.teacher), "init": getattr(student, "init_report", {})})

@@ -229,31 +229,37 @@ def _domain(data) -> str | None:
 
 
 @functools.cache
-def label_space(language: str = "en") -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(intents, BIO tags) in a fixed order: every intent with sentences, every slot they use."""
+def slots_by_list(language: str = "en") -> dict[str, frozenset[str]]:
+    """{list} name → the slot names the templates bind it to (`{on_off_states:state}` → state)."""
     from hassil.expression import Group, ListReference, RuleReference
 
     intents = load_templates(language)
-    slots: set[str] = set()
+    found: dict[str, set[str]] = {}
 
     def walk(expr, rules, seen):
         if isinstance(expr, ListReference):
-            slots.add(expr.slot_name)
+            found.setdefault(expr.list_name, set()).add(expr.slot_name)
         elif isinstance(expr, Group):
             for item in expr.items:
                 walk(item, rules, seen)
         elif isinstance(expr, RuleReference) and expr.rule_name not in seen:
             walk(rules[expr.rule_name].expression, rules, seen | {expr.rule_name})
 
-    names = []
-    for name in sorted(intents.intents):
-        intent = intents.intents[name]
-        if any(data.sentences for data in intent.data):
-            names.append(name)
+    for intent in intents.intents.values():
         for data in intent.data:
             rules = {**intents.expansion_rules, **(data.expansion_rules or {})}
             for sentence in data.sentences:
                 walk(sentence.expression, rules, frozenset())
+    return {name: frozenset(slots) for name, slots in found.items()}
+
+
+@functools.cache
+def label_space(language: str = "en") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(intents, BIO tags) in a fixed order: every intent with sentences, every slot they use."""
+    intents = load_templates(language)
+    names = [name for name in sorted(intents.intents)
+             if any(data.sentences for data in intents.intents[name].data)]
+    slots = set().union(*slots_by_list(language).values())
     tags = ["O"] + [f"{p}-{s}" for s in sorted(slots) for p in ("B", "I")]
     return tuple(names), tuple(tags)
 
