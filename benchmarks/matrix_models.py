@@ -12,8 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import models  # noqa: E402
@@ -23,8 +21,7 @@ def main(argv: list[str]) -> int:
     folder = Path(argv[0] if argv else "build")
     folder.mkdir(parents=True, exist_ok=True)
     models.mlp_classifier(folder / "mlp.onnx")
-    x, y = models.blobs(300, seed=2)
-    np.savez(folder / "eval.npz", x=x, labels=y)
+    models.blobs_eval_npz(folder / "eval.npz")
     print(f"wrote {folder / 'mlp.onnx'} and {folder / 'eval.npz'}")
     return 0
 

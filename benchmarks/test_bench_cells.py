@@ -28,9 +28,7 @@ def cell_inputs(request, tmp_path_factory):
     if model is None:
         folder = tmp_path_factory.mktemp("cells")
         model = models.mlp_classifier(folder / "mlp.onnx")
-        x, y = models.blobs(300, seed=2)
-        data = folder / "eval.npz"
-        np.savez(data, x=x, labels=y)
+        data = models.blobs_eval_npz(folder / "eval.npz")
     return edgeagent.load(model), data
 
 

@@ -44,6 +44,13 @@ def blobs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), labels.astype(np.int64)
 
 
+def blobs_eval_npz(path: Path, n: int = 300, seed: int = 2) -> Path:
+    """Held-out blobs as an `--eval` file for `mlp_classifier`: `x` and `labels`."""
+    x, y = blobs(n, seed=seed)
+    np.savez(path, x=x, labels=y)
+    return path
+
+
 def mlp_classifier(path: Path) -> Path:
     """A random ReLU layer with a ridge-regression readout fitted on blobs (≈100% accurate)."""
     rng = np.random.default_rng(7)

@@ -56,9 +56,8 @@ def test_the_sensitive_node_is_found_and_kept_in_fp32(fragile, tmp_path):
 
 def test_a_robust_model_needs_no_fallback(tmp_path):
     path = models.mlp_classifier(tmp_path / "mlp.onnx")
-    x, y = models.blobs(300, seed=2)
-    np.savez(tmp_path / "eval.npz", x=x, labels=y)
-    artifact = int8_with_fallback(path, workload=NpzClassification(tmp_path / "eval.npz"), out=tmp_path / "a",
+    data = models.blobs_eval_npz(tmp_path / "eval.npz")
+    artifact = int8_with_fallback(path, workload=NpzClassification(data), out=tmp_path / "a",
                                   options={"int8": "dynamic"})
     assert artifact.manifest["int8_check"]["fallback"] is None
 

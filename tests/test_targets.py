@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -45,10 +44,7 @@ def _profile(folder: Path, text: str, name: str = "my-board.toml") -> Path:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("targets")
-    model = models.mlp_classifier(folder / "mlp.onnx")
-    x, y = models.blobs(200, seed=2)
-    np.savez(folder / "eval.npz", x=x, labels=y)
-    return model, folder / "eval.npz"
+    return models.mlp_classifier(folder / "mlp.onnx"), models.blobs_eval_npz(folder / "eval.npz", n=200)
 
 
 def test_the_seven_targets_are_listed(capsys):

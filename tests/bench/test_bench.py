@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from edgeagent.bench import SCHEMA, load_results
@@ -30,10 +29,7 @@ QUICKER = ["--repeats", "1", "--min-calls", "5", "--min-time", "0", "--warmup", 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
-    model = models.mlp_classifier(folder / "mlp.onnx")
-    x, y = models.blobs(300, seed=2)
-    np.savez(folder / "eval.npz", x=x, labels=y)
-    return folder, model, folder / "eval.npz"
+    return folder, models.mlp_classifier(folder / "mlp.onnx"), models.blobs_eval_npz(folder / "eval.npz")
 
 
 @pytest.fixture(scope="module")
