@@ -56,3 +56,12 @@ def mlp_calibration(mlp_eval):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def agent_dir(tmp_path_factory):
+    """A real (tiny) joint model, fine-tuned, exported and compiled into an agent folder."""
+    if not HAS_TORCH:
+        pytest.skip("building an agent needs torch: install edgeagent[train]")
+    pytest.importorskip("hassil")
+    return models.agent_folder(tmp_path_factory.mktemp("agent"))

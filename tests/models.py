@@ -156,3 +156,27 @@ def random_feeds(ir, batch: int = 2, sequence: int = 12, seed: int = 0) -> dict[
         else:
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
     return feeds
+
+
+def agent_folder(folder: Path) -> Path:
+    """A real (tiny) joint intent + slot model, fine-tuned on ha-intents for a few seconds, exported
+    and compiled (onnxruntime fp32 and dynamic int8) into an agent folder as `edgeagent demo` lays it out."""
+    import json
+    import shutil
+
+    import edgeagent
+    from edgeagent.agent import build
+    from edgeagent.agent.runtime import LABELS_FILE, TOKENIZER_FILE
+    from edgeagent.workloads import ha_intents
+    from tests.test_distill import FAST, tiny_teacher
+
+    tokenizer = ha_intents.load_tokenizer()
+    train = build.examples("train", tokenizer)[:1500]
+    model = edgeagent.distill.finetune(tiny_teacher(train, tokenizer), train, epochs=3, lr=3e-3, **FAST)
+    path = build.export_joint(model, folder / "model.onnx")
+    agent = folder / "agent"
+    edgeagent.compile(path, "onnxruntime", "fp32", out=agent / "onnxruntime-fp32")
+    edgeagent.compile(path, "onnxruntime", "int8", options={"int8": "dynamic"}, out=agent / "onnxruntime-int8")
+    shutil.copyfile(ha_intents.default_tokenizer_path(), agent / TOKENIZER_FILE)
+    (agent / LABELS_FILE).write_text(json.dumps(build.label_names()))
+    return agent

@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("hassil")
 
-import edgeagent  # noqa: E402
-from edgeagent.agent import build  # noqa: E402
 from edgeagent.agent.home import SimulatedHome  # noqa: E402
-from edgeagent.agent.runtime import LABELS_FILE, NOT_UNDERSTOOD, TOKENIZER_FILE, EdgeAgent, ToolCall  # noqa: E402
+from edgeagent.agent.runtime import NOT_UNDERSTOOD, EdgeAgent, ToolCall  # noqa: E402
 from edgeagent.cli.main import main  # noqa: E402
 from edgeagent.errors import InputError  # noqa: E402
-from edgeagent.workloads import ha_intents  # noqa: E402
-from tests.test_distill import FAST, tiny_teacher  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(scope="module")
-def agent_dir(tmp_path_factory):
-    """A real (tiny) joint model, fine-tuned, exported and compiled into an agent folder."""
-    folder = tmp_path_factory.mktemp("agent")
-    tokenizer = ha_intents.load_tokenizer()
-    train = build.examples("train", tokenizer)[:1500]
-    model = edgeagent.distill.finetune(tiny_teacher(train, tokenizer), train, epochs=3, lr=3e-3, **FAST)
-    path = build.export_joint(model, folder / "model.onnx")
-    edgeagent.compile(path, "onnxruntime", "fp32", out=folder / "agent" / "onnxruntime-fp32")
-    edgeagent.compile(path, "onnxruntime", "int8", options={"int8": "dynamic"},
-                      out=folder / "agent" / "onnxruntime-int8")
-    shutil.copyfile(ha_intents.default_tokenizer_path(), folder / "agent" / TOKENIZER_FILE)
-    (folder / "agent" / LABELS_FILE).write_text(json.dumps(build.label_names()))
-    return folder / "agent"
 
 
 def test_act_returns_a_tool_call(agent_dir):
@@ -97,3 +76,18 @@ def test_tools_are_called_with_the_tool_call(agent_dir):
         assert result == "done" and seen == [call.intent]
     else:
         assert result is None and not seen
+
+
+def test_batches_answer_as_one_by_one(agent_dir):
+    texts = ["turn off the kitchen light", "", "set the desk lamp to 40%", "what is the temperature",
+             "turn on the lights " * 40, "start a timer for 5 minutes"]
+    fp32 = EdgeAgent.load(agent_dir, precision="fp32")
+    assert fp32.batch_invariant
+    for one, batched in zip(map(fp32.act, texts), fp32.act_batch(texts)):
+        assert (batched.intent, batched.slots, batched.truncated) == (one.intent, one.slots, one.truncated)
+        assert batched.confidence == pytest.approx(one.confidence, abs=1e-5)
+    # Dynamic INT8 scales activations from the whole batch, so its agent runs items one by one.
+    dynamic = EdgeAgent.load(agent_dir, precision="int8")
+    assert not dynamic.batch_invariant
+    assert [c.to_json() | {"latency_ms": 0} for c in dynamic.act_batch(texts)] == \
+        [dynamic.act(t).to_json() | {"latency_ms": 0} for t in texts]

@@ -70,14 +70,50 @@ class Decoder:
             return ToolCall(NOT_UNDERSTOOD, text=text if isinstance(text, str) else "",
                             latency_ms=(time.perf_counter() - start) * 1e3)
         ids, encoding, truncated = self.encode(text)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if any(s.name == "token_type_ids" for s in session.inputs):
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        outputs = session.run(feeds)
+        outputs = session.run(self._feeds(session, ids, np.ones_like(ids)))
         call = self.decode(outputs["intent_logits"][0], outputs["slot_logits"][0], encoding, text)
         call.truncated = truncated
         call.latency_ms = (time.perf_counter() - start) * 1e3
         return call
+
+    def act_batch(self, session, texts: list[str]) -> list[ToolCall]:
+        """act() for many utterances in one model call, padded to the longest.
+
+        Gives the same calls as act() one by one (padding is masked); each call's latency_ms is
+        the whole batch's time, which is what each caller waited for. Empty or non-string items
+        are not understood and do not reach the model.
+        """
+        start = time.perf_counter()
+        calls: list[ToolCall | None] = [None] * len(texts)
+        live = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        for i in set(range(len(texts))) - set(live):
+            calls[i] = ToolCall(NOT_UNDERSTOOD, text=texts[i] if isinstance(texts[i], str) else "")
+        if live:
+            encoded = [self.encode(texts[i]) for i in live]
+            width = max(ids.shape[1] for ids, _, _ in encoded)
+            ids = np.zeros((len(live), width), np.int64)  # 0 is [PAD] in BERT vocabularies
+            mask = np.zeros_like(ids)
+            for row, (item_ids, _, _) in enumerate(encoded):
+                ids[row, :item_ids.shape[1]] = item_ids[0]
+                mask[row, :item_ids.shape[1]] = 1
+            outputs = session.run(self._feeds(session, ids, mask))
+            for row, (i, (item_ids, encoding, truncated)) in enumerate(zip(live, encoded)):
+                length = item_ids.shape[1]
+                call = self.decode(outputs["intent_logits"][row], outputs["slot_logits"][row, :length],
+                                   encoding, texts[i])
+                call.truncated = truncated
+                calls[i] = call
+        elapsed = (time.perf_counter() - start) * 1e3
+        for call in calls:
+            call.latency_ms = elapsed
+        return calls
+
+    @staticmethod
+    def _feeds(session, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if any(s.name == "token_type_ids" for s in session.inputs):
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        return feeds
 
     def decode(self, intent_logits: np.ndarray, slot_logits: np.ndarray, encoding, text: str) -> ToolCall:
         probabilities = _softmax(intent_logits.astype(np.float64))
@@ -201,6 +237,23 @@ class EdgeAgent:
     def act(self, text: str) -> ToolCall:
         """Understand one utterance; never raises for bad text (empty text is not understood)."""
         return self.decoder.act(self.session, text)
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether an utterance's answer is the same alone and in a batch.
+
+        Not so for dynamic INT8, which scales activations per call from the whole batch tensor:
+        a batched answer would depend on its neighbours.
+        """
+        return self.artifact is None or self.artifact.recipe.get("name") != "dynamic"
+
+    def act_batch(self, texts: list[str]) -> list[ToolCall]:
+        """act() for many utterances: one padded model call where that gives the same answers
+        as one by one (see `batch_invariant`), else one call each."""
+        texts = list(texts)
+        if self.batch_invariant:
+            return self.decoder.act_batch(self.session, texts)
+        return [self.act(text) for text in texts]
 
     def tool(self, intent: str):
         """Decorator: register `fn(call) -> result` as the handler of `intent`."""

@@ -1,0 +1,54 @@
+"""`edgeagent serve [--artifacts DIR] [--backend B] [--precision P] [--host H] [--port N]`."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+
+def register(sub) -> None:
+    from ..serve import ServeConfig
+
+    defaults = ServeConfig()
+    serve = sub.add_parser("serve", help="serve the agent over HTTP: POST /v1/act, /v1/act/batch, "
+                           "GET /healthz, /metrics")
+    serve.add_argument("--artifacts", help="agent folder (default: the one `edgeagent demo` builds)")
+    serve.add_argument("--backend")
+    serve.add_argument("--precision")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--max-body", type=int, default=defaults.max_body_bytes, metavar="BYTES",
+                       help=f"largest request body (default {defaults.max_body_bytes})")
+    serve.add_argument("--max-queue", type=int, default=defaults.max_queue, metavar="N",
+                       help=f"utterances waiting or running before 503 (default {defaults.max_queue})")
+    serve.add_argument("--max-batch", type=int, default=defaults.max_model_batch, metavar="N",
+                       help=f"utterances per model call under load (default {defaults.max_model_batch})")
+    serve.add_argument("--timeout", type=float, default=defaults.request_timeout_s, metavar="S",
+                       help=f"per-request timeout in seconds (default {defaults.request_timeout_s})")
+    serve.add_argument("--graceful-timeout", type=int, default=defaults.graceful_timeout_s, metavar="S",
+                       help=f"on SIGTERM, wait this long for requests in flight (default {defaults.graceful_timeout_s})")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    from ..errors import InputError
+    from ..serve import ServeConfig, run
+    from .agent import _agent
+
+    missing = [m for m in ("starlette", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"serving needs {', '.join(missing)}: pip install 'edgeagent[serve]'")
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port {args.port} is not a TCP port (0-65535)", field="port")
+    config = ServeConfig(max_body_bytes=args.max_body, max_queue=args.max_queue, max_model_batch=args.max_batch,
+                         max_batch_items=min(ServeConfig.max_batch_items, args.max_queue),
+                         request_timeout_s=args.timeout, graceful_timeout_s=args.graceful_timeout)
+    agent = _agent(args)
+    artifact = agent.artifact
+    print(f"serving {artifact.backend}/{artifact.precision} from {artifact.path} on http://{args.host}:{args.port}",
+          file=sys.stderr, flush=True)
+    run(agent, host=args.host, port=args.port, config=config, log_level=args.log_level,
+        access_log=args.access_log)
+    return 0

@@ -1,0 +1,106 @@
+"""A bounded queue in front of the model, drained by one inference thread in micro-batches.
+
+Requests wait on asyncio futures; one task takes whatever is waiting (up to `max_batch`) and runs
+it in a single worker thread, so the event loop keeps parsing and answering HTTP while the model
+runs. Nothing waits for a batch to fill: at low load every utterance runs alone, under load the
+queue forms batches by itself. A request that times out or whose client leaves cancels its
+future; the batcher skips cancelled ones and never writes to a finished future, so no state is
+left half-updated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+
+class QueueFull(Exception):
+    """More utterances are waiting than the queue admits; the client should retry later."""
+
+
+class Batcher:
+    def __init__(self, agent: Any, *, max_queue: int, max_batch: int, on_batch=None) -> None:
+        self.agent = agent
+        self.max_queue = max_queue
+        # Utterances taken per trip to the inference thread. The agent decides how to run them:
+        # one padded call, or one call each where answers would depend on batch mates
+        # (EdgeAgent.batch_invariant); either way the thread hand-off is paid once per trip.
+        self.max_batch = max_batch
+        self._on_batch = on_batch
+        self._waiting: collections.deque[tuple[str, asyncio.Future]] = collections.deque()
+        self._running = 0
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="edgeagent-infer")
+
+    @property
+    def depth(self) -> int:
+        """Utterances waiting or running."""
+        return len(self._waiting) + self._running
+
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._drain(), name="edgeagent-batcher")
+
+    def submit(self, texts: list[str]) -> list[asyncio.Future]:
+        """Queue utterances; all or none.
+
+        Raises:
+            QueueFull: admitting them would exceed `max_queue`.
+        """
+        if self._task is None or self._task.done():
+            raise RuntimeError("the batcher is not running")
+        if self.depth + len(texts) > self.max_queue:
+            raise QueueFull(f"{self.depth} utterances are queued (limit {self.max_queue})")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in texts]
+        self._waiting.extend(zip(texts, futures))
+        self._wakeup.set()
+        return futures
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._waiting:
+                batch: list[tuple[str, asyncio.Future]] = []
+                while self._waiting and len(batch) < self.max_batch:
+                    text, future = self._waiting.popleft()
+                    if not future.done():  # cancelled by a timeout or a client that left
+                        batch.append((text, future))
+                if not batch:
+                    continue
+                self._running = len(batch)
+                start = time.perf_counter()
+                try:
+                    calls = await loop.run_in_executor(self._executor, self.agent.act_batch,
+                                                       [text for text, _ in batch])
+                except Exception as exc:  # the model failed: every request in the batch gets it
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    if self._on_batch is not None:
+                        self._on_batch(calls, time.perf_counter() - start)
+                    for (_, future), call in zip(batch, calls):
+                        if not future.done():
+                            future.set_result(call)
+                finally:
+                    self._running = 0
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the task and the inference thread."""
+        if self._task is None:
+            return
+        while self.depth and not self._task.done():
+            await asyncio.sleep(0.005)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._executor.shutdown(wait=True)
