@@ -145,6 +145,30 @@ class _DatasetReader:
         self._iter = iter(self._dataset)
 
 
+def calibration_reader(dataset: Dataset, input_names: list[str]):
+    """An onnxruntime CalibrationDataReader over an edgeagent Dataset (`.count`: samples given)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class EdgeAgentCalibrationReader(_DatasetReader, CalibrationDataReader):
+        pass
+
+    return EdgeAgentCalibrationReader(dataset, input_names)
+
+
+def float16_graph(model):
+    """The graph with float16 weights and compute, float32 inputs and outputs kept.
+
+    Raises:
+        UnsupportedModel: the converter fails on the graph.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        return convert_float_to_float16(model, keep_io_types=True)
+    except Exception as exc:
+        raise UnsupportedModel(f"fp16 conversion failed: {exc}") from None
+
+
 class OnnxRuntimeSession(Session):
     """An onnxruntime.InferenceSession behind the validating Session interface."""
 
@@ -311,13 +335,8 @@ class OnnxRuntimeBackend(Backend):
     @staticmethod
     def _fp16(source: Path):
         import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        model = onnx.load(str(source))
-        try:
-            return convert_float_to_float16(model, keep_io_types=True)
-        except Exception as exc:
-            raise UnsupportedModel(f"fp16 conversion failed: {exc}") from None
+        return float16_graph(onnx.load(str(source)))
 
     @staticmethod
     def _quantize_dynamic(source: Path, dest: Path, opts: OrtOptions) -> None:
@@ -333,9 +352,8 @@ class OnnxRuntimeBackend(Backend):
 
     def _quantize_static(self, ir: ModelIR, source: Path, dest: Path, calibration: Dataset | None,
                          opts: OrtOptions, recipe: dict[str, Any], tmp: Path) -> None:
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod as OrtMethod,
-                                              QuantFormat, QuantType, quant_pre_process,
-                                              quantize_static)
+        from onnxruntime.quantization import (CalibrationMethod as OrtMethod, QuantFormat, QuantType,
+                                              quant_pre_process, quantize_static)
 
         if calibration is None:
             raise CalibrationError("the static INT8 recipe needs calibration data: pass "
@@ -350,9 +368,7 @@ class OnnxRuntimeBackend(Backend):
             recipe["pre_process"] = f"skipped: {exc}"
         names = [s.name for s in ir.inputs]
         subset = calibration.subset(opts.calibration_size, seed=opts.seed)
-        base = _DatasetReader(subset, names)
-        reader = type("EdgeAgentCalibrationReader", (CalibrationDataReader,),
-                      {"get_next": lambda self: base.get_next(), "rewind": lambda self: base.rewind()})()
+        reader = calibration_reader(subset, names)
         method = {CalibrationMethod.MINMAX: OrtMethod.MinMax, CalibrationMethod.ENTROPY: OrtMethod.Entropy,
                   CalibrationMethod.PERCENTILE: OrtMethod.Percentile}[opts.calibration_method]
         extra = {"CalibPercentile": opts.percentile} if opts.calibration_method is CalibrationMethod.PERCENTILE else {}
@@ -367,12 +383,12 @@ class OnnxRuntimeBackend(Backend):
         except CalibrationError:
             raise
         except Exception as exc:
-            if base.count == 0:
+            if reader.count == 0:
                 raise CalibrationError("the calibration Dataset yielded no samples; give at least one") from None
             raise UnsupportedModel(f"onnxruntime static quantization failed: {exc}") from None
-        if base.count == 0:
+        if reader.count == 0:
             raise CalibrationError("the calibration Dataset yielded no samples; give at least one")
-        recipe["calibration_samples"] = base.count
+        recipe["calibration_samples"] = reader.count
 
     @staticmethod
     def _recipe_settings(precision: Precision, name: str, opts: OrtOptions) -> dict[str, Any]:
@@ -402,4 +418,5 @@ class OnnxRuntimeBackend(Backend):
 
 
 __all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtOptions", "Int8Recipe",
-           "CalibrationMethod", "Fusions", "ActivationType", "default_threads"]
+           "CalibrationMethod", "Fusions", "ActivationType", "default_threads", "calibration_reader",
+           "float16_graph"]
