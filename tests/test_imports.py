@@ -1,4 +1,4 @@
-"""Every edgeagent module imports with torch, transformers, openvino, nncf and tensorrt absent.
+"""Every edgeagent module imports with torch, transformers, openvino, nncf, tensorrt and the serving stack absent.
 
 Like Polygraphy's tests/mod/test_dependencies.py: a fresh interpreter whose import system
 refuses those packages imports each module and lists the backends.
@@ -12,7 +12,8 @@ import subprocess
 import sys
 import textwrap
 
-BLOCKED = ["torch", "transformers", "openvino", "nncf", "tensorrt", "tokenizers", "safetensors", "matplotlib"]
+BLOCKED = ["torch", "transformers", "openvino", "nncf", "tensorrt", "cuda", "tokenizers", "safetensors", "matplotlib",
+           "starlette", "uvicorn", "prometheus_client", "aiohttp", "httpx"]
 
 
 def _modules() -> list[str]:

@@ -616,6 +616,10 @@ def _summarise(runs: list[dict[str, Any]], context: RunContext, cell: Cell) -> d
     if first.get("end_to_end"):
         e2e_stats, e2e_spread = aggregate([r["end_to_end"] for r in runs])
         summary["end_to_end"] = {"stats": e2e_stats, "spread": e2e_spread}
+    if first.get("device_latency"):
+        summary["device_latency"] = {
+            kind: {stat: _median([r["device_latency"][kind][stat] for r in runs]) for stat in ("p50", "p90", "p99")}
+            for kind in first["device_latency"]}
     for key in ("accuracy", "agreement", "eval_samples"):
         if key in first:
             summary[key] = first[key]

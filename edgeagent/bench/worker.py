@@ -258,9 +258,14 @@ def run_measure(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     report.stage("warmup")
     _warm(session.run, feeds, int(protocol["warmup_calls"]), float(protocol["warmup_s"]))
     report.stage("timed")
+    reset_device_timings = getattr(session, "reset_device_timings", None)
+    if reset_device_timings is not None:  # GPU backends also time with device events
+        reset_device_timings()
     samples = _timed_loop(session.run, feeds, min_calls=int(protocol["min_calls"]),
                           min_time_s=float(protocol["min_time_s"]))
     result["latency"] = latency_stats(samples)
+    if reset_device_timings is not None:
+        result["device_latency"] = session.device_timings()
 
     batch = int(protocol.get("batch") or 1)
     from edgeagent.workloads import batch_axis_dynamic

@@ -6,8 +6,6 @@ import collections
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-
 # The agent answers in fractions of a millisecond; the default buckets start at 5 ms.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0, 10.0)
@@ -20,6 +18,8 @@ class ServeMetrics:
     """Request counts by status, latencies, confidence, the not-understood rate, resident memory."""
 
     def __init__(self, *, window: int = 1000) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds
