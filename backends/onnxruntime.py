@@ -155,6 +155,23 @@ def calibration_reader(dataset: Dataset, input_names: list[str]):
     return EdgeAgentCalibrationReader(dataset, input_names)
 
 
+def pre_process(source: Path, dest: Path, **kwargs: Any) -> None:
+    """onnxruntime's quant_pre_process, run from `dest`'s folder.
+
+    When its symbolic shape inference gives up, onnxruntime saves a debug model (and an external
+    data file) into the current directory before raising; running it from a scratch folder keeps
+    those out of the user's working directory. Raises what quant_pre_process raises.
+    """
+    from onnxruntime.quantization import quant_pre_process
+
+    previous = os.getcwd()
+    os.chdir(Path(dest).parent)
+    try:
+        quant_pre_process(Path(source).resolve(), Path(dest).resolve(), **kwargs)
+    finally:
+        os.chdir(previous)
+
+
 def float16_graph(model):
     """The graph with float16 weights and compute, float32 inputs and outputs kept.
 
@@ -352,8 +369,7 @@ class OnnxRuntimeBackend(Backend):
 
     def _quantize_static(self, ir: ModelIR, source: Path, dest: Path, calibration: Dataset | None,
                          opts: OrtOptions, recipe: dict[str, Any], tmp: Path) -> None:
-        from onnxruntime.quantization import (CalibrationMethod as OrtMethod, QuantFormat, QuantType,
-                                              quant_pre_process, quantize_static)
+        from onnxruntime.quantization import CalibrationMethod as OrtMethod, QuantFormat, QuantType, quantize_static
 
         if calibration is None:
             raise CalibrationError("the static INT8 recipe needs calibration data: pass "
@@ -361,7 +377,7 @@ class OnnxRuntimeBackend(Backend):
                                    "use int8=dynamic")
         prepared = tmp / "prepared.onnx"
         try:
-            quant_pre_process(source, prepared, skip_symbolic_shape=False)
+            pre_process(source, prepared, skip_symbolic_shape=False)
             recipe["pre_process"] = True
         except Exception as exc:  # symbolic shape inference does not cover every graph
             prepared = source
@@ -419,4 +435,4 @@ class OnnxRuntimeBackend(Backend):
 
 __all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtOptions", "Int8Recipe",
            "CalibrationMethod", "Fusions", "ActivationType", "default_threads", "calibration_reader",
-           "float16_graph"]
+           "float16_graph", "pre_process"]

@@ -52,10 +52,9 @@ def prepare_qdq(ir: ModelIR, calibration: Dataset | None, *, calibration_size: i
         UnsupportedModel: the quantizer fails, or its graph breaks TensorRT's rules.
     """
     import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from ..onnxruntime import calibration_reader
+    from ..onnxruntime import calibration_reader, pre_process
 
     if calibration is None:
         raise CalibrationError("TensorRT INT8 needs calibration data to set the QDQ scales: pass "
@@ -72,7 +71,7 @@ def prepare_qdq(ir: ModelIR, calibration: Dataset | None, *, calibration_size: i
         try:
             # Shape inference only: ONNX Runtime's graph optimizations would add com.microsoft
             # operators that TensorRT's parser does not read.
-            quant_pre_process(source, prepared, skip_optimization=True)
+            pre_process(source, prepared, skip_optimization=True)
         except Exception:  # symbolic shape inference does not cover every graph
             prepared = source
         try:

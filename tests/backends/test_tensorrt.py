@@ -410,3 +410,4 @@ def test_a_node_tensorrt_cannot_parse_is_named(tmp_path, trt_home):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(UnsupportedModel, match="the_unique_node"):
         edgeagent.compile(path, "tensorrt", "fp32", out=tmp_path / "a")
+
