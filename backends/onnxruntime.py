@@ -17,6 +17,7 @@ import enum
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,8 @@ class OrtOptions:
         activation_type: static recipe's activation type, int8 or uint8 (default int8).
         fusions: transformer optimizer: auto, on or off (default auto).
         threads: intra-op threads at load; None uses the target's threads, else the CPUs
-            this process may use.
+            this process may use; "auto" times the model with one thread and with that many at
+            load and keeps the faster (small models lose more to thread hand-offs than they gain).
         seed: calibration subset seed (default 0).
         nodes_to_exclude: node names kept in fp32 (comma-separated on the CLI); the INT8 fallback
             fills it with the nodes whose quantization hurts most.
@@ -90,7 +92,7 @@ class OrtOptions:
     reduce_range: bool = False
     activation_type: ActivationType = ActivationType.INT8
     fusions: Fusions = Fusions.AUTO
-    threads: int | None = None
+    threads: int | str | None = None
     seed: int = 0
     nodes_to_exclude: tuple[str, ...] = ()
     nodes_to_quantize: tuple[str, ...] = ()
@@ -106,15 +108,17 @@ class OrtOptions:
         if self.calibration_size < 1:
             raise InputError(f"calibration_size must be at least 1, got {self.calibration_size}",
                              field="calibration_size")
-        if self.threads is not None and self.threads < 1:
+        if isinstance(self.threads, str) and self.threads != "auto":
+            raise InputError(f"threads must be a number or 'auto', got {self.threads!r}", field="threads")
+        if isinstance(self.threads, int) and self.threads < 1:
             raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
         if not 0 < self.percentile <= 100:
             raise InputError(f"percentile must be in (0, 100], got {self.percentile}", field="percentile")
 
 
-def default_threads(target: Any = None, requested: int | None = None) -> int:
+def default_threads(target: Any = None, requested: int | str | None = None) -> int:
     """Explicit thread count: the request, else the target's, else this process's CPUs."""
-    if requested:
+    if requested and requested != "auto":
         return int(requested)
     threads = getattr(target, "threads", None)
     if threads:
@@ -187,23 +191,51 @@ def float16_graph(model):
 
 
 class OnnxRuntimeSession(Session):
-    """An onnxruntime.InferenceSession behind the validating Session interface."""
+    """An onnxruntime.InferenceSession behind the validating Session interface.
 
-    def __init__(self, model_path: Path, inputs, outputs, *, threads: int) -> None:
+    With `auto_threads`, sessions with one thread and with `threads` are timed on neutral inputs
+    (zeros; dynamic dimensions 1 and 16), interleaved, and the faster is kept; `thread_choice`
+    records the medians.
+    """
+
+    def __init__(self, model_path: Path, inputs, outputs, *, threads: int, auto_threads: bool = False) -> None:
+        super().__init__(inputs, outputs)
+        self.thread_choice: dict[str, float] | None = None
+        self.ort_session = self._open(model_path, threads)
+        self.threads = threads
+        self._output_names = [o.name for o in self.outputs]
+        if auto_threads and threads > 1:
+            single = self._open(model_path, 1)
+            feeds = {s.name: np.zeros(tuple(d if isinstance(d, int) else (1 if axis == 0 else 16)
+                                            for axis, d in enumerate(s.shape)), np.dtype(s.dtype))
+                     for s in self.inputs}
+            timings = {threads: [], 1: []}
+            for _ in range(5):
+                for count, session in ((threads, self.ort_session), (1, single)):
+                    for _ in range(3):
+                        session.run(None, feeds)
+                    start = time.perf_counter()
+                    for _ in range(10):
+                        session.run(None, feeds)
+                    timings[count].append((time.perf_counter() - start) / 10)
+            medians = {count: float(np.median(values)) for count, values in timings.items()}
+            self.thread_choice = {str(count): round(value * 1e6, 1) for count, value in medians.items()}
+            if medians[1] < medians[threads]:
+                self.ort_session, self.threads = single, 1
+
+    @staticmethod
+    def _open(model_path: Path, threads: int):
         import onnxruntime as ort
 
-        super().__init__(inputs, outputs)
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.threads = threads
         try:
-            self.ort_session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise UnsupportedModel(f"onnxruntime cannot load {model_path}: {exc}") from None
-        self._output_names = [o.name for o in self.outputs]
 
     def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, self.ort_session.run(self._output_names, feeds)))
@@ -310,7 +342,8 @@ class OnnxRuntimeBackend(Backend):
         model_path = artifact.file(MODEL_FILE)
         load(model_path, full_check=False)  # external data must stay inside the artifact
         return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs,
-                                  threads=default_threads(target, opts.threads))
+                                  threads=default_threads(target, opts.threads),
+                                  auto_threads=opts.threads == "auto")
 
     # -- recipes -----------------------------------------------------------------------------
 

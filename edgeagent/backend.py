@@ -170,6 +170,8 @@ def _convert(name: str, annotation: Any, raw: Any) -> Any:
             try:
                 return kind(text)
             except ValueError:
+                if str in args:  # a field such as threads: int | "auto"; its __post_init__ checks the word
+                    return text
                 raise InputError(f"option {name}={raw!r} is not {noun}", field=name) from None
     return text
 

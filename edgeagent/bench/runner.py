@@ -599,6 +599,7 @@ def _summarise(runs: list[dict[str, Any]], context: RunContext, cell: Cell) -> d
         "repeats": [{k: v for k, v in s.items() if k != "quantiles"} for s in per_run],
         "flags": ["unstable"] if is_unstable(stats, spread, context.config.protocol.max_cv) else [],
         "threads": first.get("threads"), "input_shapes": first.get("input_shapes"),
+        **({"thread_choice_us": first["thread_choice_us"]} if first.get("thread_choice_us") else {}),
     }
     summary["cold_start"] = {
         "load_s": _median([r["load_s"] for r in runs]), "load_s_first": first["load_s"],

@@ -237,6 +237,8 @@ def run_measure(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
                            target=_target(spec))
     result["load_s"] = time.perf_counter() - start
     result["threads"] = getattr(session, "threads", None)
+    if getattr(session, "thread_choice", None):  # threads=auto: what was measured at load
+        result["thread_choice_us"] = session.thread_choice
 
     workload = _workload(spec)
     inputs = session.inputs

@@ -124,3 +124,23 @@ def test_int8_on_a_fused_transformer(recipe, transformer_path, tmp_path):
         got, ref = q.run(feeds)["logits"], f.run(feeds)["logits"]
     assert got.shape == ref.shape and np.isfinite(got).all()
     assert np.abs(got - ref).max() < 0.5 * (np.abs(ref).max() + 1e-6)
+
+
+def test_threads_auto_measures_one_thread_against_many_and_keeps_the_faster(mlp_path, tmp_path):
+    import os
+
+    from edgeagent.backends.onnxruntime import OrtOptions
+
+    artifact = edgeagent.compile(mlp_path, "onnxruntime", "fp32", out=tmp_path / "a")
+    many = max(2, len(os.sched_getaffinity(0)))
+    with edgeagent.load_session(artifact, options={"threads": "auto"}, target=None) as session:
+        if len(os.sched_getaffinity(0)) > 1:
+            assert set(session.thread_choice) == {"1", str(many)}
+            faster = min(session.thread_choice, key=session.thread_choice.get)
+            assert session.threads == int(faster)
+        x, _ = models.blobs(4)
+        assert session.run({"x": x})["logits"].shape == (4, models.MLP_CLASSES)
+    with edgeagent.load_session(artifact, options={"threads": "1"}) as session:
+        assert session.threads == 1 and session.thread_choice is None
+    with pytest.raises(InputError, match="'auto'"):
+        OrtOptions(threads="many")
