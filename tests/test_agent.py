@@ -91,3 +91,20 @@ def test_batches_answer_as_one_by_one(agent_dir):
     assert not dynamic.batch_invariant
     assert [c.to_json() | {"latency_ms": 0} for c in dynamic.act_batch(texts)] == \
         [dynamic.act(t).to_json() | {"latency_ms": 0} for t in texts]
+
+
+def test_demo_rebuilds_steps_made_from_other_data(tmp_path):
+    from edgeagent.agent.demo import _forget_stale
+
+    teacher, student, agent, results = (tmp_path / "teacher", tmp_path / "student", tmp_path / "agent",
+                                        tmp_path / "bench.json")
+    for folder, record, data in ((teacher, "config.json", "new"), (student, "config.json", "old"),
+                                 (agent, "labels.json", "new")):
+        folder.mkdir()
+        (folder / record).write_text(json.dumps({"data": data}))
+    (tmp_path / "student.checkpoints").mkdir()
+    results.write_text("{}")
+    _forget_stale("new", teacher, student, agent, results)
+    assert teacher.is_dir()  # built from this data: kept
+    assert not student.exists() and not (tmp_path / "student.checkpoints").exists()
+    assert not agent.exists() and not results.exists()  # built on the stale student

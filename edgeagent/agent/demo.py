@@ -34,6 +34,30 @@ def _step(name: str, done: bool) -> float:
     return time.perf_counter()
 
 
+def _forget_stale(data: str, teacher_dir: Path, student_dir: Path, agent_dir: Path, results: Path) -> None:
+    """Drop cached steps built from other data (the name lists or templates changed): rebuild them."""
+    from .runtime import LABELS_FILE
+
+    records = [(teacher_dir / "config.json", teacher_dir), (student_dir / "config.json", student_dir),
+               (agent_dir / LABELS_FILE, agent_dir)]
+    stale = False
+    for record, folder in records:
+        if not record.is_file():
+            continue
+        try:
+            built_from = json.loads(record.read_text(encoding="utf-8")).get("data")
+        except (OSError, ValueError):
+            built_from = None
+        if stale or built_from != data:
+            print(f"[demo] {folder} was built from other ha-intents data: rebuilding it", file=sys.stderr)
+            shutil.rmtree(folder, ignore_errors=True)
+            # Its checkpoints would resume the old run.
+            shutil.rmtree(folder.with_name(folder.name + ".checkpoints"), ignore_errors=True)
+            stale = True  # everything after a stale step depends on it
+    if stale:
+        results.unlink(missing_ok=True)
+
+
 def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
     """Build (or reuse) the teacher, student, agent folder and benchmark; return what was done."""
     from ..backend import list_backends
@@ -52,6 +76,8 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
     tokenizer = ha_intents.load_tokenizer(tokenizer_path)
     timings: dict[str, float] = {}
     teacher_dir, student_dir = work / "teacher", work / "student"
+    data = ha_intents.data_fingerprint()
+    _forget_stale(data, teacher_dir, student_dir, agent_folder(), work / "bench.json")
 
     start = _step("fine-tune the teacher (all-MiniLM-L6-v2, joint intent + slots)", (teacher_dir / "config.json").is_file())
     if not (teacher_dir / "config.json").is_file():
@@ -59,7 +85,7 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
                                       checkpoint_dir=work / "teacher.checkpoints", progress=progress)
         test = train.examples("test", tokenizer)
         save_joint(teacher, teacher_dir, labels=train.label_names(), tokenizer=tokenizer_path,
-                   extra={"kind": "teacher", "test": train.score(predict(teacher, test, output_names=train.OUTPUTS), test)})
+                   extra={"kind": "teacher", "data": data, "test": train.score(predict(teacher, test, output_names=train.OUTPUTS), test)})
         train.export_joint(teacher, teacher_dir / "teacher.onnx")
     timings["teacher_s"] = time.perf_counter() - start
 
@@ -75,7 +101,7 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
                           checkpoint_dir=work / "student.checkpoints", progress=progress)
         test = train.examples("test", tokenizer)
         save_joint(student, student_dir, labels=train.label_names(), tokenizer=tokenizer_path,
-                   extra={"kind": "student", "init": getattr(student, "init_report", {}),
+                   extra={"kind": "student", "data": data, "init": getattr(student, "init_report", {}),
                           "test": train.score(predict(student, test, output_names=train.OUTPUTS), test)})
         train.export_joint(student, student_dir / "student.onnx")
     timings["student_s"] = time.perf_counter() - start
@@ -98,7 +124,8 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
                 compile_model(ir, backend, precision, calibration=calibration, options=options,
                               out=staging / f"{backend}-{precision}")
         shutil.copyfile(tokenizer_path, staging / TOKENIZER_FILE)
-        (staging / LABELS_FILE).write_text(json.dumps({**train.label_names(), "language": "en"}, indent=1))
+        (staging / LABELS_FILE).write_text(json.dumps({**train.label_names(), "language": "en", "data": data},
+                                                      indent=1))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(staging, folder)
     timings["compile_s"] = time.perf_counter() - start
