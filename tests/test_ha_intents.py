@@ -109,3 +109,21 @@ def test_decoder_turns_tags_into_slot_values(tokenizer):
     assert unsure.intent == NOT_UNDERSTOOD
     long_ids, _, truncated = decoder.encode("lights " * 200)
     assert truncated and long_ids.shape[1] == decoder.max_length
+
+
+def test_word_level_reading_gives_each_word_one_tag():
+    _, tags = ha.label_space()
+    index = {n: i for i, n in enumerate(tags)}
+
+    def read(names, words):
+        return [tags[t] for t in ha.word_level([index[n] for n in names], words, tags)]
+
+    # "project ##or": the tagger marked only the second piece; the word is the name.
+    assert read(["O", "O", "I-name", "O"], [None, 0, 0, None]) == ["O", "I-name", "I-name", "O"]
+    assert ha.tag_spans([index[t] for t in read(["O", "O", "I-name", "O"], [-1, 0, 0, -1])], tags) == \
+        {(1, 3, "name")}
+    # "play ##room": one word cannot hold two slots; its first tagged piece decides.
+    assert read(["O", "B-area", "B-name", "O"], [None, 0, 0, None]) == ["O", "B-area", "I-area", "O"]
+    # Words keep their own spans.
+    assert read(["O", "B-name", "I-name", "B-name", "O"], [None, 0, 0, 1, None]) == \
+        ["O", "B-name", "I-name", "B-name", "O"]

@@ -41,7 +41,9 @@ def score(predictions, examples_, language: str = "en") -> dict[str, float]:
     for row, (p, e) in enumerate(zip(predictions, examples_)):
         slots[row, :len(e["tags"])] = p["slot_logits"]
         gold[row, :len(e["tags"])] = e["tags"]
-    return ha_intents.joint_metrics(intent, slots, np.asarray([e["intent"] for e in examples_]), gold, tags)
+    words = [e.get("word_ids") for e in examples_]
+    return ha_intents.joint_metrics(intent, slots, np.asarray([e["intent"] for e in examples_]), gold, tags,
+                                    word_ids=words if all(w is not None for w in words) else None)
 
 
 def new_teacher(base: str | os.PathLike | None = None, language: str = "en"):

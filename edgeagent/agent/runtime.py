@@ -7,6 +7,7 @@ lists (colours, brightness levels, states) become the list's value, names stay a
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,9 +39,7 @@ class ToolCall:
                 "latency_ms": self.latency_ms, "truncated": self.truncated}
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 class Decoder:
@@ -116,33 +115,33 @@ class Decoder:
         return feeds
 
     def decode(self, intent_logits: np.ndarray, slot_logits: np.ndarray, encoding, text: str) -> ToolCall:
-        probabilities = _softmax(intent_logits.astype(np.float64))
-        best = int(probabilities.argmax())
-        confidence = float(probabilities[best])
+        # The winner's softmax probability, without normalising the other 41: 1 / sum(exp(x - max)).
+        best = int(intent_logits.argmax())
+        confidence = 1.0 / float(np.exp(intent_logits.astype(np.float64) - float(intent_logits[best])).sum())
         if confidence < self.threshold:
             return ToolCall(NOT_UNDERSTOOD, confidence=confidence, text=text)
         tag_ids = slot_logits.argmax(-1).tolist()
-        special = encoding.special_tokens_mask[:len(tag_ids)]
-        tag_ids = [0 if s else t for t, s in zip(tag_ids, special)]
         slots: dict[str, Any] = {}
-        for start, end, slot in sorted(ha_intents.tag_spans(tag_ids, self.tags)):
-            char_start = encoding.offsets[start][0]
-            char_end = encoding.offsets[end - 1][1]
-            surface = text[char_start:char_end]
-            slots.setdefault(slot, self.normalise(slot, surface))
+        if any(tag_ids):  # most commands' tokens are not all O, but questions often are
+            special = encoding.special_tokens_mask
+            tag_ids = [0 if s else t for t, s in zip(tag_ids, special)]
+            tag_ids = ha_intents.word_level(tag_ids, encoding.word_ids, self.tags)
+            offsets = encoding.offsets
+            for start, end, slot in sorted(ha_intents.tag_spans(tag_ids, self.tags)):
+                surface = text[offsets[start][0]:offsets[end - 1][1]]
+                slots.setdefault(slot, self.normalise(slot, surface))
         return ToolCall(self.intents[best], slots, confidence, text=text)
 
     def normalise(self, slot: str, surface: str) -> Any:
         words = surface.strip().lower()
-        if words in self.value_table.get(slot, {}):
-            return self.value_table[slot][words]
-        try:
+        table = self.value_table.get(slot)
+        if table and words in table:
+            return table[words]
+        if words.isdigit():
             return int(words)
-        except ValueError:
-            try:
-                return float(words)
-            except ValueError:
-                return surface.strip()
+        if _NUMBER.fullmatch(words):
+            return float(words) if ("." in words or "e" in words) else int(words)
+        return surface.strip()
 
 
 def closed_list_values(language: str = "en") -> dict[str, dict[str, Any]]:

@@ -55,8 +55,10 @@ def collate(batch: Sequence[Example], torch) -> dict[str, Any]:
 
 def examples_from_encoded(encoded) -> list[dict[str, np.ndarray]]:
     """Per-sentence training examples from `ha_intents.encode` output."""
-    return [{"input_ids": ids, "attention_mask": np.ones_like(ids), "intent": np.int64(intent), "tags": tags}
-            for ids, intent, tags in zip(encoded.ids, encoded.intent, encoded.tags)]
+    words = encoded.words or [None] * len(encoded.ids)
+    return [{"input_ids": ids, "attention_mask": np.ones_like(ids), "intent": np.int64(intent), "tags": tags,
+             **({"word_ids": w} if w is not None else {})}
+            for ids, intent, tags, w in zip(encoded.ids, encoded.intent, encoded.tags, words)]
 
 
 def _check_examples(train: Sequence[Example], name: str) -> None:

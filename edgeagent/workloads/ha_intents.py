@@ -217,6 +217,22 @@ def _generate(split: str, language: str, seed: int, per_intent: int | None) -> t
     return tuple(examples)
 
 
+def examples_fingerprint(examples: Sequence[Example]) -> str:
+    """sha256 of sentences with their labels."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps(example.to_json(), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def data_fingerprint(language: str = "en", seed: int = 0) -> str:
+    """sha256 of every split and the label space: what a trained model depends on."""
+    digest = hashlib.sha256(json.dumps(label_space(language)).encode())
+    for split in SPLITS:
+        digest.update(examples_fingerprint(generate(split, language=language, seed=seed)).encode())
+    return digest.hexdigest()
+
+
 def _domain(data) -> str | None:
     """The device domain a template group is about: `requires_context` first, then fixed `slots`."""
     for source in (data.requires_context or {}, data.slots or {}):
@@ -318,12 +334,14 @@ def bio_labels(encoding, spans, tag_index: Mapping[str, int]) -> list[int]:
 
 @dataclass
 class Encoded:
-    """Token ids and labels of a split, unpadded (one array per sentence)."""
+    """Token ids and labels of a split, unpadded (one array per sentence); `words` holds each
+    token's word index (-1 for special tokens)."""
 
     ids: list[np.ndarray]
     intent: np.ndarray
     tags: list[np.ndarray]
     examples: list[Example] = field(default_factory=list)
+    words: list[np.ndarray] = field(default_factory=list)
 
     def padded(self, length: int | None = None) -> dict[str, np.ndarray]:
         length = length or max(len(i) for i in self.ids)
@@ -344,7 +362,9 @@ def encode(examples: Sequence[Example], tokenizer, language: str = "en") -> Enco
     encodings = tokenizer.encode_batch([e.text for e in examples])
     ids = [np.asarray(enc.ids, np.int64) for enc in encodings]
     labels = [np.asarray(bio_labels(enc, e.spans, tag_index), np.int64) for enc, e in zip(encodings, examples)]
-    return Encoded(ids, np.asarray([intent_index[e.intent] for e in examples], np.int64), labels, list(examples))
+    words = [np.asarray([-1 if w is None else w for w in enc.word_ids], np.int64) for enc in encodings]
+    return Encoded(ids, np.asarray([intent_index[e.intent] for e in examples], np.int64), labels, list(examples),
+                   words)
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,16 +384,55 @@ def tag_spans(tags: Sequence[int], tag_names: Sequence[str]) -> set[tuple[int, i
     return spans
 
 
+def word_level(tags: Sequence[int], words: Sequence[int | None], tag_names: Sequence[str]) -> list[int]:
+    """Give every word-piece of a word one tag: the word's first non-O piece decides its slot and
+    whether it begins a span (B-) or continues one (I-); the rest of the word continues it.
+
+    Slots are words, not word-pieces: a tagger that marks only "##bar" of "sound ##bar" still
+    found the word "soundbar". Special tokens (word None or -1) keep their tags.
+    """
+    out = list(tags)
+    index = {name: i for i, name in enumerate(tag_names)}
+    i, n = 0, len(out)
+    while i < n:
+        word = words[i] if i < len(words) else None
+        if word is None or word < 0:
+            i += 1
+            continue
+        j = i
+        while j < n and j < len(words) and words[j] == word:
+            j += 1
+        chosen = next((tag_names[out[k]] for k in range(i, j)
+                       if 0 <= out[k] < len(tag_names) and tag_names[out[k]] != "O"), None)
+        if chosen is None:
+            out[i:j] = [index["O"]] * (j - i)
+        else:
+            prefix, _, slot = chosen.partition("-")
+            out[i] = index[f"{prefix}-{slot}"]
+            out[i + 1:j] = [index[f"I-{slot}"]] * (j - i - 1)
+        i = j
+    return out
+
+
 def joint_metrics(intent_logits: np.ndarray, slot_logits: np.ndarray, intent_labels: np.ndarray,
-                  tag_labels: np.ndarray, tag_names: Sequence[str]) -> dict[str, float]:
-    """Intent accuracy and entity-level slot precision, recall and F1 (exact span and type)."""
+                  tag_labels: np.ndarray, tag_names: Sequence[str],
+                  word_ids: Sequence[Sequence[int]] | None = None) -> dict[str, float]:
+    """Intent accuracy and entity-level slot precision, recall and F1 (exact span and type).
+
+    With `word_ids` (per sentence, -1 for special tokens) predictions are read per word, as the
+    agent reads them (`word_level`).
+    """
     predicted_intent = intent_logits.argmax(-1)
     predicted_tags = slot_logits.argmax(-1)
     tp = fp = fn = 0
     for row in range(len(tag_labels)):
         valid = tag_labels[row] != IGNORE
         gold = tag_spans(np.where(valid, tag_labels[row], 0), tag_names)
-        pred = tag_spans(np.where(valid, predicted_tags[row], 0), tag_names)
+        predicted = predicted_tags[row]
+        if word_ids is not None and word_ids[row] is not None:
+            words = list(word_ids[row][:len(predicted)])
+            predicted = np.asarray(word_level(predicted.tolist(), words, tag_names))
+        pred = tag_spans(np.where(valid, predicted, 0), tag_names)
         tp += len(gold & pred)
         fp += len(pred - gold)
         fn += len(gold - pred)
@@ -444,8 +503,9 @@ class HAIntents:
             return {}
         _, tags = label_space(self.language)
         slot_logits = outputs["slot_logits"]
+        words = self.encoded.words if len(self.encoded.words) == len(labels) else None
         return joint_metrics(outputs["intent_logits"], slot_logits, labels[:, 0],
-                             labels[:, 1:1 + slot_logits.shape[1]], tags)
+                             labels[:, 1:1 + slot_logits.shape[1]], tags, word_ids=words)
 
     def end_to_end(self, session):
         from ..agent.runtime import Decoder
@@ -456,7 +516,4 @@ class HAIntents:
 
     def fingerprint(self) -> str:
         """sha256 of the split's sentences and labels, recorded so results name their data."""
-        digest = hashlib.sha256()
-        for example in self.encoded.examples:
-            digest.update(json.dumps(example.to_json(), sort_keys=True, default=str).encode())
-        return digest.hexdigest()
+        return examples_fingerprint(self.encoded.examples)
