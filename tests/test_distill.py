@@ -186,3 +186,36 @@ def test_the_student_exports_and_runs_on_every_backend(teacher, data, tmp_path, 
     outputs = ort.InferenceSession(qdq.SerializeToString()).run(None, feeds)
     assert outputs[1].shape[:2] == feeds["input_ids"].shape
     assert sorted(p.name for p in work.iterdir()) == []
+
+
+def test_compact_bert_computes_what_bert_model_does_with_a_leaner_graph(teacher, data, tmp_path):
+    from edgeagent.distill.models import compact_bert
+
+    config = transformers.BertConfig(vocab_size=300, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=96, attn_implementation="eager")
+    bert = transformers.BertModel(config, add_pooling_layer=False).eval()
+    compact = compact_bert(transformers.BertConfig.from_dict(config.to_dict())).eval()
+    compact.load_state_dict(bert.state_dict())  # the same parameter names and shapes
+    ids = torch.randint(0, 300, (3, 11))
+    mask = torch.ones(3, 11, dtype=torch.int64)
+    mask[1, 7:] = 0
+    mask[2, 3:] = 0
+    expected = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    got = compact(ids, mask).last_hidden_state
+    assert torch.allclose(expected[mask.bool()], got[mask.bool()], atol=1e-5)
+
+    tokenizer, train, _ = data
+    students = {arch: _student(teacher, train, tokenizer, architecture=arch).eval() for arch in ("compact", "bert")}
+    nodes = {}
+    for arch, student in students.items():
+        path = build.export_joint(student, tmp_path / f"{arch}.onnx")
+        nodes[arch] = len(edgeagent.load(path).proto().graph.node)
+    assert nodes["compact"] < nodes["bert"] - 15  # the mask bookkeeping is gone
+    folder = save_joint(students["compact"], tmp_path / "saved", labels=build.label_names())
+    loaded = load_joint(folder)
+    assert type(loaded.encoder).__name__ == "CompactBert"
+    example = torch.as_tensor(train[0]["input_ids"])[None]
+    assert torch.allclose(loaded(example, torch.ones_like(example))[1],
+                          students["compact"](example, torch.ones_like(example))[1], atol=1e-6)
+    with pytest.raises(InputError, match="architecture"):
+        _student(teacher, train, tokenizer, architecture="lstm")

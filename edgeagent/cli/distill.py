@@ -6,7 +6,8 @@ from __future__ import annotations
 from ._common import parse_key_values
 
 TRAINABLE = ("ha-intents",)
-STUDENT_KEYS = {"layers": int, "hidden": int, "heads": int, "ffn": int, "vocab": str, "common_tokens": int}
+STUDENT_KEYS = {"layers": int, "hidden": int, "heads": int, "ffn": int, "vocab": str, "common_tokens": int,
+                "architecture": str}
 
 
 def register(sub) -> None:
@@ -14,7 +15,8 @@ def register(sub) -> None:
     distill.add_argument("--workload", required=True, help=f"training data and metric ({', '.join(TRAINABLE)})")
     distill.add_argument("--teacher", required=True, help="teacher folder written by `edgeagent finetune`")
     distill.add_argument("--student", default="layers=1,hidden=192",
-                         help="student shape: layers=N,hidden=N[,heads=N,ffn=N,vocab=task|full,common_tokens=N]")
+                         help="student shape: layers=N,hidden=N[,heads=N,ffn=N,vocab=task|full,common_tokens=N,"
+                         "architecture=compact|bert]")
     distill.add_argument("--temperature", type=float, default=2.0)
     distill.add_argument("--alpha", type=float, default=0.5)
     distill.add_argument("--hidden-loss", choices=("mse",), default=None)

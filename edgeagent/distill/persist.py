@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .models import _torch, joint_encoder
+from .models import COMPACT_ARCHITECTURE, _torch, compact_bert, joint_encoder
 
 FORMAT = "edgeagent.joint/1"
 
@@ -56,7 +56,10 @@ def load_joint(folder: str | os.PathLike):
         raise InputError(f"{folder}/config.json has format {config.get('format')!r}, expected {FORMAT!r}",
                          field="format")
     encoder_config = transformers.BertConfig.from_dict(config["encoder"])
-    encoder = transformers.BertModel(encoder_config, add_pooling_layer=False)
+    if COMPACT_ARCHITECTURE in (encoder_config.architectures or []):
+        encoder = compact_bert(encoder_config)
+    else:
+        encoder = transformers.BertModel(encoder_config, add_pooling_layer=False)
     token_map = None
     if config.get("token_map"):
         token_map = torch.zeros(1, dtype=torch.int64)  # replaced by load_state_dict below
