@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 TEACHER_EPOCHS = 3
-STUDENT = {"layers": 1, "hidden": 192}
-STUDENT_EPOCHS = 8
+# Layers copied from the teacher at its width: the smallest student measured here that tags unseen
+# names with slot F1 over 90 % while act() stays under a millisecond (see the README's figures).
+STUDENT = {"layers": 3, "hidden": 384}
+STUDENT_EPOCHS = 6
+STUDENT_LR = 1e-4
 
 
 def edgeagent_home() -> Path:
@@ -61,7 +64,7 @@ def _forget_stale(data: str, teacher_dir: Path, student_dir: Path, agent_dir: Pa
 def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
     """Build (or reuse) the teacher, student, agent folder and benchmark; return what was done."""
     from ..backend import list_backends
-    from ..bench import BenchConfig, load_results, run_bench
+    from ..bench import BenchConfig, BenchProtocol, load_results, run_bench
     from ..bench.report import markdown_table, plot
     from ..distill import distill, load_joint, save_joint, student_from_teacher
     from ..distill.trainer import predict
@@ -96,8 +99,8 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
         student = student_from_teacher(teacher, task_data=[e["input_ids"] for e in examples], tokenizer=tokenizer,
                                        **STUDENT)
         student = distill(teacher, student, examples, eval=train.examples("dev", tokenizer), epochs=STUDENT_EPOCHS,
-                          lr=2e-3, output_names=train.OUTPUTS, labels=train.LABELS, metric=train.metric,
-                          hidden_loss="mse", patience=3,
+                          lr=STUDENT_LR, output_names=train.OUTPUTS, labels=train.LABELS, metric=train.metric,
+                          hidden_loss="mse", patience=2,
                           checkpoint_dir=work / "student.checkpoints", progress=progress)
         test = train.examples("test", tokenizer)
         save_joint(student, student_dir, labels=train.label_names(), tokenizer=tokenizer_path,
@@ -133,9 +136,12 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
     results = work / "bench.json"
     start = _step("benchmark teacher and student on the host", results.is_file() and not rebench)
     if rebench or not results.is_file():
+        # Two repeats, not three: the demo's table is a first look within its 15-minute budget;
+        # `edgeagent bench --release` gives publishable figures.
         run_bench(BenchConfig(models=[teacher_dir / "teacher.onnx", student_dir / "student.onnx"], out=results,
                               workload="ha-intents", backends=backends, precisions=["fp32", "int8"],
-                              options={"onnxruntime": {"int8": "dynamic"}}, progress=progress))
+                              protocol=BenchProtocol(repeats=2),
+                              options={"onnxruntime": {"int8": "dynamic", "threads": "auto"}}, progress=progress))
     timings["bench_s"] = time.perf_counter() - start
     document = load_results(results)
     table = markdown_table(document)

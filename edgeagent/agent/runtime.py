@@ -185,7 +185,7 @@ class EdgeAgent:
 
     @classmethod
     def load(cls, artifacts, *, backend: str | None = None, precision: str | None = None,
-             threshold: float = 0.5) -> EdgeAgent:
+             threshold: float = 0.5, options: Any = None) -> EdgeAgent:
         """Open the best matching artifact in an agent folder.
 
         Args:
@@ -193,6 +193,7 @@ class EdgeAgent:
             backend, precision: which artifact (default: int8 on onnxruntime if present, else the
                 first usable one in the folder).
             threshold: intent confidence below which the answer is `not_understood`.
+            options: the backend's load options, e.g. {"threads": "auto"} for onnxruntime.
 
         Raises:
             InputError: no such folder, no artifact matching the request (the present ones are listed).
@@ -231,7 +232,7 @@ class EdgeAgent:
         tokenizer = ha_intents.load_tokenizer(folder / TOKENIZER_FILE)
         decoder = Decoder(tokenizer, labels["intents"], labels["tags"], threshold=threshold,
                           value_table=closed_list_values(labels.get("language", "en")))
-        return cls(load_session(artifact), decoder, artifact=artifact)
+        return cls(load_session(artifact, options=options), decoder, artifact=artifact)
 
     def act(self, text: str) -> ToolCall:
         """Understand one utterance; never raises for bad text (empty text is not understood)."""

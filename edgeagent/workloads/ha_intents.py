@@ -384,6 +384,11 @@ def tag_spans(tags: Sequence[int], tag_names: Sequence[str]) -> set[tuple[int, i
     return spans
 
 
+@functools.lru_cache(maxsize=8)
+def _tag_index(tag_names: tuple[str, ...]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(tag_names)}
+
+
 def word_level(tags: Sequence[int], words: Sequence[int | None], tag_names: Sequence[str]) -> list[int]:
     """Give every word-piece of a word one tag: the word's first non-O piece decides its slot and
     whether it begins a span (B-) or continues one (I-); the rest of the word continues it.
@@ -392,7 +397,7 @@ def word_level(tags: Sequence[int], words: Sequence[int | None], tag_names: Sequ
     found the word "soundbar". Special tokens (word None or -1) keep their tags.
     """
     out = list(tags)
-    index = {name: i for i, name in enumerate(tag_names)}
+    index = _tag_index(tuple(tag_names))
     i, n = 0, len(out)
     while i < n:
         word = words[i] if i < len(words) else None
