@@ -176,6 +176,27 @@ def pre_process(source: Path, dest: Path, **kwargs: Any) -> None:
         os.chdir(previous)
 
 
+def quantize_static_checked(source: Path, dest: Path, reader, *, failure: str, **kwargs: Any) -> None:
+    """onnxruntime's quantize_static with its failures named.
+
+    Raises:
+        CalibrationError: the calibration reader gave no samples.
+        UnsupportedModel: the quantizer failed: "<failure>: <its error>".
+    """
+    from onnxruntime.quantization import quantize_static
+
+    try:
+        quantize_static(source, dest, reader, **kwargs)
+    except CalibrationError:
+        raise
+    except Exception as exc:
+        if reader.count == 0:
+            raise CalibrationError("the calibration Dataset yielded no samples; give at least one") from None
+        raise UnsupportedModel(f"{failure}: {exc}") from None
+    if reader.count == 0:
+        raise CalibrationError("the calibration Dataset yielded no samples; give at least one")
+
+
 def float16_graph(model):
     """The graph with float16 weights and compute, float32 inputs and outputs kept.
 
@@ -402,7 +423,7 @@ class OnnxRuntimeBackend(Backend):
 
     def _quantize_static(self, ir: ModelIR, source: Path, dest: Path, calibration: Dataset | None,
                          opts: OrtOptions, recipe: dict[str, Any], tmp: Path) -> None:
-        from onnxruntime.quantization import CalibrationMethod as OrtMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import CalibrationMethod as OrtMethod, QuantFormat, QuantType
 
         if calibration is None:
             raise CalibrationError("the static INT8 recipe needs calibration data: pass "
@@ -422,21 +443,12 @@ class OnnxRuntimeBackend(Backend):
                   CalibrationMethod.PERCENTILE: OrtMethod.Percentile}[opts.calibration_method]
         extra = {"CalibPercentile": opts.percentile} if opts.calibration_method is CalibrationMethod.PERCENTILE else {}
         activation = QuantType.QInt8 if opts.activation_type is ActivationType.INT8 else QuantType.QUInt8
-        try:
-            quantize_static(prepared, dest, reader, quant_format=QuantFormat.QDQ,
-                            per_channel=opts.per_channel, reduce_range=opts.reduce_range,
-                            activation_type=activation, weight_type=QuantType.QInt8,
-                            calibrate_method=method, extra_options=extra,
-                            nodes_to_exclude=list(opts.nodes_to_exclude) or None,
-                            nodes_to_quantize=list(opts.nodes_to_quantize) or None)
-        except CalibrationError:
-            raise
-        except Exception as exc:
-            if reader.count == 0:
-                raise CalibrationError("the calibration Dataset yielded no samples; give at least one") from None
-            raise UnsupportedModel(f"onnxruntime static quantization failed: {exc}") from None
-        if reader.count == 0:
-            raise CalibrationError("the calibration Dataset yielded no samples; give at least one")
+        quantize_static_checked(prepared, dest, reader, failure="onnxruntime static quantization failed",
+                                quant_format=QuantFormat.QDQ, per_channel=opts.per_channel,
+                                reduce_range=opts.reduce_range, activation_type=activation,
+                                weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
+                                nodes_to_exclude=list(opts.nodes_to_exclude) or None,
+                                nodes_to_quantize=list(opts.nodes_to_quantize) or None)
         recipe["calibration_samples"] = reader.count
 
     @staticmethod
@@ -468,4 +480,4 @@ class OnnxRuntimeBackend(Backend):
 
 __all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtOptions", "Int8Recipe",
            "CalibrationMethod", "Fusions", "ActivationType", "default_threads", "calibration_reader",
-           "float16_graph", "pre_process"]
+           "float16_graph", "pre_process", "quantize_static_checked"]

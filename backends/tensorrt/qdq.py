@@ -52,9 +52,9 @@ def prepare_qdq(ir: ModelIR, calibration: Dataset | None, *, calibration_size: i
         UnsupportedModel: the quantizer fails, or its graph breaks TensorRT's rules.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
-    from ..onnxruntime import calibration_reader, pre_process
+    from ..onnxruntime import calibration_reader, pre_process, quantize_static_checked
 
     if calibration is None:
         raise CalibrationError("TensorRT INT8 needs calibration data to set the QDQ scales: pass "
@@ -74,25 +74,17 @@ def prepare_qdq(ir: ModelIR, calibration: Dataset | None, *, calibration_size: i
             pre_process(source, prepared, skip_optimization=True)
         except Exception:  # symbolic shape inference does not cover every graph
             prepared = source
-        try:
-            quantize_static(
-                prepared, dest, reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
-                calibrate_method=methods[method], op_types_to_quantize=list(op_types),
-                nodes_to_exclude=list(nodes_to_exclude) or None,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                               "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
-                               "QuantizeBias": False,  # TensorRT reads float biases, not INT32 ones
-                               # Inputs only: TensorRT fuses the output scale itself.
-                               "OpTypesToExcludeOutputQuantization": list(op_types)})
-        except CalibrationError:
-            raise
-        except Exception as exc:
-            if reader.count == 0:
-                raise CalibrationError("the calibration Dataset yielded no samples; give at least one") from None
-            raise UnsupportedModel(f"writing the QDQ graph for TensorRT failed: {exc}") from None
-        if reader.count == 0:
-            raise CalibrationError("the calibration Dataset yielded no samples; give at least one")
+        quantize_static_checked(
+            prepared, dest, reader, failure="writing the QDQ graph for TensorRT failed",
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+            calibrate_method=methods[method], op_types_to_quantize=list(op_types),
+            nodes_to_exclude=list(nodes_to_exclude) or None,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                           "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                           "QuantizeBias": False,  # TensorRT reads float biases, not INT32 ones
+                           # Inputs only: TensorRT fuses the output scale itself.
+                           "OpTypesToExcludeOutputQuantization": list(op_types)})
         model = onnx.load(str(dest))
     summary = check_trt_qdq(model)
     summary["calibration_samples"] = reader.count
