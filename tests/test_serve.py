@@ -267,7 +267,12 @@ def test_sigterm_finishes_requests_in_flight(agent_dir, tmp_path):
             async with httpx.AsyncClient(timeout=30) as http:
                 tasks = [asyncio.create_task(http.post(f"{url}/v1/act", json={"text": "turn on the light"}))
                          for _ in range(4)]
-                await asyncio.sleep(0.15)  # all four sent; the first is in the model, three queued
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:  # until all four are in: one in the model, three queued
+                    health = (await http.get(f"{url}/healthz")).json()
+                    if health["queue_depth"] == 4:
+                        break
+                    await asyncio.sleep(0.01)
                 process.send_signal(signal.SIGTERM)
                 return await asyncio.gather(*tasks)
 

@@ -136,8 +136,8 @@ def test_threads_auto_measures_one_thread_against_many_and_keeps_the_faster(mlp_
     with edgeagent.load_session(artifact, options={"threads": "auto"}, target=None) as session:
         if len(os.sched_getaffinity(0)) > 1:
             assert set(session.thread_choice) == {"1", str(many)}
-            faster = min(session.thread_choice, key=session.thread_choice.get)
-            assert session.threads == int(faster)
+            # The kept count is the faster one (the record rounds to 0.1 µs, so ties may show).
+            assert session.thread_choice[str(session.threads)] == min(session.thread_choice.values())
         x, _ = models.blobs(4)
         assert session.run({"x": x})["logits"].shape == (4, models.MLP_CLASSES)
     with edgeagent.load_session(artifact, options={"threads": "1"}) as session:
