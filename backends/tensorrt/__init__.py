@@ -37,7 +37,7 @@ from edgeagent.backend import (Availability, Backend, Capabilities, Precision, c
                                sdk_version)
 from edgeagent.data import Dataset
 from edgeagent.errors import ArtifactError, CalibrationError, InputError, UnsupportedModel
-from edgeagent.ir import ModelIR, save_proto
+from edgeagent.ir import ModelIR, save_proto, sha256_file
 
 from .cache import PLAN_FILE, TIMING_CACHE_FILE, EngineCache, EngineIdentity, mismatches
 from .profiles import ShapeRange, compute_profile, parse_shapes
@@ -219,8 +219,6 @@ class TensorRTBackend(Backend):
         if qdq is not None:
             recipe.update(name=str(opts.int8), **qdq)
         save_proto(graph, out / MODEL_FILE, full_check=False)
-        from edgeagent.ir import sha256_file
-
         flags = build_flags(precision, opts, profile, workspace, sha256_file(out / MODEL_FILE))
         identity = self._identity(ir.sha256, str(precision), flags, opts.device)
         cache = EngineCache()
@@ -231,11 +229,15 @@ class TensorRTBackend(Backend):
         if entry is None:
             plan, timing = self._build(out / MODEL_FILE, precision, opts, profile, workspace,
                                        calibration=calibration, calibration_cache=calibration_cache)
-            entry = cache.put(identity, plan, timing)
+            built = {TIMING_CACHE_FILE: timing}
+            if calibration_cache is not None and calibration_cache.is_file():
+                built[CALIBRATION_CACHE_FILE] = calibration_cache.read_bytes()
+            entry = cache.put(identity, plan, built)
         plan_bytes = (entry / PLAN_FILE).read_bytes()
         (out / PLAN_FILE).write_bytes(plan_bytes)
-        if (entry / TIMING_CACHE_FILE).is_file():
-            (out / TIMING_CACHE_FILE).write_bytes((entry / TIMING_CACHE_FILE).read_bytes())
+        # The timing cache, and the entropy recipe's calibration cache that a rebuild needs.
+        for name, content in cache.built_with(entry).items():
+            (out / name).write_bytes(content)
         layers = self._inspect(plan_bytes, profile, [n.name for n in graph.graph.node])
         (out / LAYERS_FILE).write_text(json.dumps(layers, indent=2) + "\n", encoding="utf-8")
         import tensorrt as trt
@@ -373,9 +375,8 @@ class TensorRTBackend(Backend):
                                    f"{sorted(expected)}; rebuild the artifact")
         from .runner import TensorRTSession
 
-        layers_path = artifact.path / LAYERS_FILE
-        layers = json.loads(layers_path.read_text(encoding="utf-8")) if LAYERS_FILE in artifact.manifest["files"] \
-            else None
+        layers = (json.loads(artifact.file(LAYERS_FILE).read_text(encoding="utf-8"))
+                  if LAYERS_FILE in artifact.manifest["files"] else None)
         session = TensorRTSession(engine, artifact.inputs, artifact.outputs, device=opts.device, layers=layers)
         session.runtime = _runtime  # the engine must not outlive its runtime
         session.rebuilt_reason = rebuilt
@@ -390,15 +391,19 @@ class TensorRTBackend(Backend):
             recipe_opts = TrtOptions(int8=flags.get("recipe") if precision is Precision.INT8 else Int8Recipe.QDQ,
                                      builder_optimization_level=flags.get("builder_optimization_level"),
                                      device=opts.device)
-            calibration_cache = None
+            built: dict[str, bytes] = {}
             if precision is Precision.INT8 and recipe_opts.int8 is Int8Recipe.ENTROPY:
-                with tempfile.NamedTemporaryFile(suffix=".cache", delete=False) as handle:
-                    handle.write(artifact.file(CALIBRATION_CACHE_FILE).read_bytes())
-                calibration_cache = Path(handle.name)
-            plan, timing = self._build(artifact.file(MODEL_FILE), precision, recipe_opts,
-                                       _profile_from_json(flags["profile"]), flags.get("workspace_bytes"),
-                                       calibration_cache=calibration_cache)
-            entry = cache.put(identity, plan, timing)
+                # The calibrator reads the artifact's cache instead of calibration data.
+                built[CALIBRATION_CACHE_FILE] = artifact.file(CALIBRATION_CACHE_FILE).read_bytes()
+            with tempfile.TemporaryDirectory(prefix="edgeagent-trt-") as tmp:
+                calibration_cache = None
+                if built:
+                    calibration_cache = Path(tmp) / CALIBRATION_CACHE_FILE
+                    calibration_cache.write_bytes(built[CALIBRATION_CACHE_FILE])
+                plan, built[TIMING_CACHE_FILE] = self._build(
+                    artifact.file(MODEL_FILE), precision, recipe_opts, _profile_from_json(flags["profile"]),
+                    flags.get("workspace_bytes"), calibration_cache=calibration_cache)
+            entry = cache.put(identity, plan, built)
         return (entry / PLAN_FILE).read_bytes()
 
 

@@ -74,8 +74,8 @@ def mismatches(recorded: Mapping[str, Any], current: EngineIdentity) -> list[str
 class EngineCache:
     """Engines edgeagent built, by identity key, under `$EDGEAGENT_HOME/tensorrt/engines`.
 
-    Each entry holds the plan, the timing cache and identity.json (the identity plus the plan's
-    sha256). `get` returns an entry only if its identity equals the request and the plan's hash
+    Each entry holds the plan, the files built with it (timing cache, calibration cache) and
+    identity.json (the identity plus the plan's sha256). `get` returns an entry only if its identity equals the request and the plan's hash
     matches; anything else is deleted, so that it is rebuilt.
     """
 
@@ -106,15 +106,24 @@ class EngineCache:
             return None
         return folder
 
-    def put(self, identity: EngineIdentity, plan: bytes, timing_cache: bytes | None = None) -> Path:
-        """Store an engine atomically (a half-written entry is never visible)."""
+    @staticmethod
+    def built_with(entry: Path) -> dict[str, bytes]:
+        """The files stored beside an entry's plan."""
+        return {p.name: p.read_bytes() for p in sorted(entry.iterdir())
+                if p.is_file() and p.name not in (PLAN_FILE, IDENTITY_FILE)}
+
+    def put(self, identity: EngineIdentity, plan: bytes, files: Mapping[str, bytes] | None = None) -> Path:
+        """Store an engine and the files built with it ({name: bytes}) atomically (a half-written
+        entry is never visible)."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.entry(identity)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
             (staging / PLAN_FILE).write_bytes(plan)
-            if timing_cache:
-                (staging / TIMING_CACHE_FILE).write_bytes(timing_cache)
+            for name, content in (files or {}).items():
+                if Path(name).name != name or name in (PLAN_FILE, IDENTITY_FILE):
+                    raise ValueError(f"cache entry file {name!r} must be a plain name other than the plan's")
+                (staging / name).write_bytes(content)
             record = {"identity": identity.to_json(), "key": identity.key,
                       "plan_sha256": hashlib.sha256(plan).hexdigest()}
             (staging / IDENTITY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -186,7 +186,6 @@ def create_app(agent: Any, config: ServeConfig | None = None):
                 Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])],
         exception_handlers={HTTPException: http_error, _BadRequest: bad_request, Exception: unexpected},
         lifespan=lifespan)
-    app.state.metrics, app.state.batcher, app.state.config = metrics, batcher, config
     return _RequestMetrics(app, metrics)
 
 
@@ -201,7 +200,6 @@ class _RequestMetrics:
 
     def __init__(self, app, metrics) -> None:
         self.app, self.metrics = app, metrics
-        self.state = app.state
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

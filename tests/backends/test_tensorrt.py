@@ -259,8 +259,11 @@ def test_engine_cache_returns_only_verified_entries(tmp_path):
     cache = EngineCache(tmp_path / "engines")
     wanted = identity()
     assert cache.get(wanted) is None
-    entry = cache.put(wanted, b"plan bytes", b"timing")
+    entry = cache.put(wanted, b"plan bytes", {"timing.cache": b"timing", "calibration.cache": b"scales"})
     assert cache.get(wanted) == entry and (entry / PLAN_FILE).read_bytes() == b"plan bytes"
+    assert cache.built_with(entry) == {"calibration.cache": b"scales", "timing.cache": b"timing"}
+    with pytest.raises(ValueError, match="plain name"):
+        cache.put(wanted, b"plan", {"../escape": b"x"})
     assert not [p for p in cache.root.iterdir() if p.name.startswith(".staging")]
     assert cache.get(identity(gpu="Orin")) is None  # another GPU's key is another entry
     (entry / PLAN_FILE).write_bytes(b"swapped plan")  # a changed plan is never returned...
