@@ -150,8 +150,10 @@ def test_a_killed_run_resumes_without_duplicates(files, tmp_path):
     out = tmp_path / "r.json"
     argv = [sys.executable, "-m", "edgeagent.cli.main", "bench", str(model), "--eval", str(data),
             "--backends", "onnxruntime", "--precisions", "fp32,int8,fp16", *QUICKER, "--out", str(out)]
+    # A SIGKILLed run cannot clean its temporary folders: keep them in tmp_path, not the system's.
+    quiet_tmp = {**os.environ, "TMPDIR": str(tmp_path)}
     # The second cell hangs, so the run is reliably midway when it is killed.
-    env = {**os.environ, "EDGEAGENT_BENCH_FAULT": "load:hang:int8"}
+    env = {**quiet_tmp, "EDGEAGENT_BENCH_FAULT": "load:hang:int8"}
     proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     journal = journal_path(out)
@@ -166,10 +168,10 @@ def test_a_killed_run_resumes_without_duplicates(files, tmp_path):
     partial = load_results(out)
     assert partial["complete"] is False and len(partial["benchmarks"]) == 1
 
-    refused = subprocess.run(argv, capture_output=True, text=True)
+    refused = subprocess.run(argv, capture_output=True, text=True, env=quiet_tmp)
     assert refused.returncode == 1 and "--resume" in refused.stderr  # never overwrites silently
 
-    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True)
+    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, env=quiet_tmp)
     assert done.returncode == 0, done.stderr
     document = load_results(out)
     names = [c["name"] for c in document["benchmarks"]]
