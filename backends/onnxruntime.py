@@ -13,6 +13,7 @@ Recipes:
 from __future__ import annotations
 
 import collections
+import copy
 import enum
 import logging
 import os
@@ -29,11 +30,12 @@ from edgeagent.artifact import Artifact, write_manifest
 from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session,
                                coerce_enums, sdk_version)
 from edgeagent.data import Dataset
-from edgeagent.errors import CalibrationError, InputError, UnsupportedModel
+from edgeagent.errors import ArtifactError, CalibrationError, InputError, UnsupportedModel
 from edgeagent.ir import ModelIR, load, save_proto
 
 MODEL_FILE = "model.onnx"
 # Operators ONNX Runtime's transformer optimizer produces; seeing one means fusion applied.
+SKIP_LAYER_NORM_FUSION = "SkipLayerNormFusion"  # ONNX Runtime's name for its load-time fusion
 _FUSED_OPS = frozenset({"Attention", "MultiHeadAttention", "SkipLayerNormalization",
                         "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu",
                         "SkipSimplifiedLayerNormalization", "GroupQueryAttention"})
@@ -75,6 +77,10 @@ class OrtOptions:
         reduce_range: 7-bit weights, avoiding VPMADDUBSW saturation on AVX2 (default False).
         activation_type: static recipe's activation type, int8 or uint8 (default int8).
         fusions: transformer optimizer: auto, on or off (default auto).
+        skip_layer_norm: fuse Add + LayerNormalization into SkipLayerNormalization, at compile
+            and at load (default False: ONNX Runtime 1.32's CPU kernel measured slower than the
+            two nodes it replaces, 20 % on a one-layer student and 5 % on the 6-layer teacher;
+            `python benchmarks/ort_fusions.py` measures it).
         threads: intra-op threads at load; None uses the target's threads, else the CPUs
             this process may use; "auto" times the model with one thread and with that many at
             load and keeps the faster (small models lose more to thread hand-offs than they gain).
@@ -92,6 +98,7 @@ class OrtOptions:
     reduce_range: bool = False
     activation_type: ActivationType = ActivationType.INT8
     fusions: Fusions = Fusions.AUTO
+    skip_layer_norm: bool = False
     threads: int | str | None = None
     seed: int = 0
     nodes_to_exclude: tuple[str, ...] = ()
@@ -197,6 +204,58 @@ def quantize_static_checked(source: Path, dest: Path, reader, *, failure: str, *
         raise CalibrationError("the calibration Dataset yielded no samples; give at least one")
 
 
+def _disabled_optimizers(artifact: Artifact) -> tuple[str, ...]:
+    """The load-time fusions the artifact's recipe turned off (none for artifacts built before)."""
+    names = artifact.recipe.get("disabled_optimizers", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ArtifactError(f"artifact {artifact.path}: manifest recipe.disabled_optimizers must be a list "
+                            f"of optimizer names, got {names!r}; recompile the artifact")
+    return tuple(names)
+
+
+def split_unsqueezes(model) -> int:
+    """Rewrite each Unsqueeze of several constant axes as a chain of one-axis Unsqueezes, in place.
+
+    ONNX Runtime's attention fusion looks for BERT's additive mask as Unsqueeze → Unsqueeze →
+    Cast → Sub → Mul, the shape TorchScript exports of `mask[:, None, None, :]` have. The
+    dynamo exporter's optimizer folds the two Unsqueezes into one (axes [1, 2]), so the fusion
+    misses every attention block of a dynamo export. Inserting ascending axes one at a time gives
+    the same tensor. Returns how many nodes were split.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    constants = {i.name: i for i in model.graph.initializer}
+    nodes, split = [], 0
+    for node in model.graph.node:
+        axes = None
+        if node.op_type == "Unsqueeze" and node.domain in ("", "ai.onnx"):
+            if len(node.input) == 2 and node.input[1] in constants:  # opset 13+: axes is an input
+                axes = numpy_helper.to_array(constants[node.input[1]]).reshape(-1).tolist()
+            elif len(node.input) == 1:  # opset < 13: axes is an attribute
+                axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+        if not axes or len(axes) < 2 or min(axes) < 0:
+            nodes.append(node)
+            continue
+        source, base = node.input[0], node.name or node.output[0]
+        for k, axis in enumerate(sorted(axes)):
+            output = node.output[0] if k == len(axes) - 1 else f"{base}/axis{axis}"
+            if len(node.input) == 2:
+                constant = numpy_helper.from_array(np.array([axis], np.int64), f"{base}/axes{axis}")
+                model.graph.initializer.append(constant)
+                nodes.append(onnx.helper.make_node("Unsqueeze", [source, constant.name], [output],
+                                                   name=f"{base}/{k}"))
+            else:
+                nodes.append(onnx.helper.make_node("Unsqueeze", [source], [output], name=f"{base}/{k}",
+                                                   axes=[axis]))
+            source = output
+        split += 1
+    if split:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return split
+
+
 def float16_graph(model):
     """The graph with float16 weights and compute, float32 inputs and outputs kept.
 
@@ -219,14 +278,15 @@ class OnnxRuntimeSession(Session):
     records the medians.
     """
 
-    def __init__(self, model_path: Path, inputs, outputs, *, threads: int, auto_threads: bool = False) -> None:
+    def __init__(self, model_path: Path, inputs, outputs, *, threads: int, auto_threads: bool = False,
+                 disabled_optimizers: tuple[str, ...] = ()) -> None:
         super().__init__(inputs, outputs)
         self.thread_choice: dict[str, float] | None = None
-        self.ort_session = self._open(model_path, threads)
+        self.ort_session = self._open(model_path, threads, disabled_optimizers)
         self.threads = threads
         self._output_names = [o.name for o in self.outputs]
         if auto_threads and threads > 1:
-            single = self._open(model_path, 1)
+            single = self._open(model_path, 1, disabled_optimizers)
             feeds = {s.name: np.zeros(tuple(d if isinstance(d, int) else (1 if axis == 0 else 16)
                                             for axis, d in enumerate(s.shape)), np.dtype(s.dtype))
                      for s in self.inputs}
@@ -245,7 +305,7 @@ class OnnxRuntimeSession(Session):
                 self.ort_session, self.threads = single, 1
 
     @staticmethod
-    def _open(model_path: Path, threads: int):
+    def _open(model_path: Path, threads: int, disabled_optimizers: tuple[str, ...] = ()):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -254,7 +314,8 @@ class OnnxRuntimeSession(Session):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=list(disabled_optimizers) or None)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise UnsupportedModel(f"onnxruntime cannot load {model_path}: {exc}") from None
 
@@ -343,6 +404,8 @@ class OnnxRuntimeBackend(Backend):
                 result = onnx.load(str(quantized))
             recipe.update(self._recipe_settings(precision, recipe["name"], opts))
             recipe["fusions"] = evidence.pop("fusions")
+            # load() reads this, so ONNX Runtime does not redo at load what compile chose not to do.
+            recipe["disabled_optimizers"] = [] if opts.skip_layer_norm else [SKIP_LAYER_NORM_FUSION]
             self._stamp(result, ir)
             save_proto(result, out / MODEL_FILE, full_check=False)
         return write_manifest(
@@ -364,6 +427,7 @@ class OnnxRuntimeBackend(Backend):
         load(model_path, full_check=False)  # external data must stay inside the artifact
         return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs,
                                   threads=default_threads(target, opts.threads),
+                                  disabled_optimizers=_disabled_optimizers(artifact),
                                   auto_threads=opts.threads == "auto")
 
     # -- recipes -----------------------------------------------------------------------------
@@ -375,15 +439,20 @@ class OnnxRuntimeBackend(Backend):
         if opts.fusions is Fusions.OFF:
             evidence["fusions"] = {"applied": False, "reason": "disabled by option"}
             return proto
+        from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
 
         # It warns about the producer name of every non-PyTorch graph; the evidence says enough.
         logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+        canonical = copy.deepcopy(proto)
+        split_unsqueezes(canonical)
+        fusion_options = FusionOptions("bert")
+        fusion_options.enable_skip_layer_norm = opts.skip_layer_norm
         try:
             # opt_level=0: only the Python fusions, so the graph stays portable across CPUs;
             # ONNX Runtime applies its hardware-specific optimizations when it loads the model.
-            optimized = optimize_model(proto, model_type="bert", num_heads=0, hidden_size=0,
-                                       opt_level=0).model
+            optimized = optimize_model(canonical, model_type="bert", num_heads=0, hidden_size=0,
+                                       opt_level=0, optimization_options=fusion_options).model
         except Exception as exc:  # the optimizer raises assorted errors on graphs it does not know
             if opts.fusions is Fusions.ON:
                 raise UnsupportedModel(f"onnxruntime transformer fusions failed: {exc}; "

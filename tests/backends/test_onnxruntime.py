@@ -144,3 +144,50 @@ def test_threads_auto_measures_one_thread_against_many_and_keeps_the_faster(mlp_
         assert session.threads == 1 and session.thread_choice is None
     with pytest.raises(InputError, match="'auto'"):
         OrtOptions(threads="many")
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_split_unsqueezes_keeps_the_result(opset):
+    """A multi-axis Unsqueeze becomes a chain (what the attention fusion matches), same tensor."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeagent.backends.onnxruntime import split_unsqueezes
+
+    if opset >= 13:
+        nodes = [helper.make_node("Unsqueeze", ["mask", "axes"], ["wide"], name="u")]
+        inits = [numpy_helper.from_array(np.array([2, 1], np.int64), "axes")]
+    else:
+        nodes = [helper.make_node("Unsqueeze", ["mask"], ["wide"], name="u", axes=[1, 2])]
+        inits = []
+    nodes.append(helper.make_node("Unsqueeze", ["mask"], ["one"], name="single", axes=[0])
+                 if opset < 13 else helper.make_node("Unsqueeze", ["mask", "zero"], ["one"], name="single"))
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "zero"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 5])],
+                              [helper.make_tensor_value_info("wide", TensorProto.FLOAT, [2, 1, 1, 5]),
+                               helper.make_tensor_value_info("one", TensorProto.FLOAT, [1, 2, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    before = onnx.ModelProto.FromString(model.SerializeToString())
+    assert split_unsqueezes(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["Unsqueeze"] * 3  # two for "u", "single" untouched
+    x = np.arange(10, dtype=np.float32).reshape(2, 5)
+    want = ort.InferenceSession(before.SerializeToString()).run(None, {"mask": x})
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"mask": x})
+    assert got[0].shape == (2, 1, 1, 5)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_malformed_disabled_optimizers_entry_is_refused(mlp_path, tmp_path):
+    from edgeagent.errors import ArtifactError
+
+    artifact = edgeagent.compile(mlp_path, "onnxruntime", "fp32", out=tmp_path / "a")
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    manifest["recipe"]["disabled_optimizers"] = "SkipLayerNormFusion"
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="disabled_optimizers"):
+        edgeagent.load_session(tmp_path / "a")
+    assert artifact.recipe["disabled_optimizers"] == ["SkipLayerNormFusion"]
