@@ -181,7 +181,9 @@ def compact_bert(config):
 
         def forward(self, input_ids, attention_mask):
             e = self.embeddings
-            positions = e.position_embeddings.weight[:input_ids.shape[1]] + e.token_type_embeddings.weight[0]
+            # Summed before slicing: both are parameters, so ONNX Runtime folds the sum at load
+            # and each call only slices it.
+            positions = (e.position_embeddings.weight + e.token_type_embeddings.weight[0])[:input_ids.shape[1]]
             x = e.dropout(e.LayerNorm(e.word_embeddings(input_ids) + positions))
             # -1e4 rather than the dtype's minimum: it survives a float16 conversion.
             mask_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -10000.0
