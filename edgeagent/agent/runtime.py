@@ -50,6 +50,7 @@ class Decoder:
         self.tokenizer, self.intents, self.tags = tokenizer, list(intents), list(tags)
         self.max_length, self.threshold = max_length, threshold
         self.value_table = value_table or {}
+        self.scheme = ha_intents.tag_scheme(self.tags)
         tokenizer.no_truncation()  # truncation is done here, so that it can be reported
 
     @classmethod
@@ -59,8 +60,10 @@ class Decoder:
 
     def encode(self, text: str):
         encoding = self.tokenizer.encode(text)
-        truncated = len(encoding.ids) > self.max_length
-        ids = encoding.ids[:self.max_length - 1] + [encoding.ids[-1]] if truncated else encoding.ids
+        ids = encoding.ids
+        truncated = len(ids) > self.max_length
+        if truncated:  # keep the closing special token
+            ids = ids[:self.max_length - 1] + ids[-1:]
         return np.asarray([ids], np.int64), encoding, truncated
 
     def act(self, session, text: str) -> ToolCall:
@@ -123,11 +126,14 @@ class Decoder:
         tag_ids = slot_logits.argmax(-1).tolist()
         slots: dict[str, Any] = {}
         if any(tag_ids):  # most commands' tokens are not all O, but questions often are
-            special = encoding.special_tokens_mask
-            tag_ids = [0 if s else t for t, s in zip(tag_ids, special)]
-            tag_ids = ha_intents.word_level(tag_ids, encoding.word_ids, self.tags)
+            words = encoding.word_ids
+            if len(words) > len(tag_ids):  # truncated: the model's last token is the closing one
+                words = words[:len(tag_ids) - 1] + [None]
+            # Special tokens (no word) never carry a slot.
+            tag_ids = [t if w is not None else self.scheme.outside for t, w in zip(tag_ids, words)]
+            tag_ids = ha_intents.word_level(tag_ids, words, self.scheme)
             offsets = encoding.offsets
-            for start, end, slot in sorted(ha_intents.tag_spans(tag_ids, self.tags)):
+            for start, end, slot in sorted(ha_intents.tag_spans(tag_ids, self.scheme)):
                 surface = text[offsets[start][0]:offsets[end - 1][1]]
                 slots.setdefault(slot, self.normalise(slot, surface))
         return ToolCall(self.intents[best], slots, confidence, text=text)

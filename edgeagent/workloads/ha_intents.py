@@ -372,12 +372,42 @@ def encode(examples: Sequence[Example], tokenizer, language: str = "en") -> Enco
 # --------------------------------------------------------------------------------------------
 # Metrics
 
-def tag_spans(tags: Sequence[int], tag_names: Sequence[str]) -> set[tuple[int, int, str]]:
+class TagScheme:
+    """BIO tag names parsed once, so per-sentence decoding indexes lists instead of splitting strings.
+
+    `prefix[i]` is "B", "I" or "O" and `slot[i]` the slot name (None for O) of tag id i;
+    `inside[slot]` is the id of I-slot. Functions taking `tag_names` accept a scheme as well.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        parts = [name.partition("-") for name in self.names]
+        self.prefix = [prefix if dash else "O" for prefix, dash, _ in parts]
+        self.slot = [slot if dash else None for _, dash, slot in parts]
+        self.inside = {slot: self.index[f"I-{slot}"] for slot in self.slot if slot is not None}
+        self.outside = self.index.get("O", 0)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@functools.lru_cache(maxsize=8)
+def _scheme_of(names: tuple[str, ...]) -> TagScheme:
+    return TagScheme(names)
+
+
+def tag_scheme(tag_names: Sequence[str] | TagScheme) -> TagScheme:
+    return tag_names if isinstance(tag_names, TagScheme) else _scheme_of(tuple(tag_names))
+
+
+def tag_spans(tags: Sequence[int], tag_names: Sequence[str] | TagScheme) -> set[tuple[int, int, str]]:
     """Entity spans (start, end, slot) from BIO tag ids; an I- without its B- starts a span."""
+    scheme = tag_scheme(tag_names)
+    prefixes, slots, count = scheme.prefix, scheme.slot, len(scheme)
     spans, start, slot = set(), None, None
     for position, tag_id in enumerate([*tags, IGNORE]):
-        name = tag_names[tag_id] if 0 <= tag_id < len(tag_names) else "O"
-        prefix, _, kind = name.partition("-")
+        prefix, kind = (prefixes[tag_id], slots[tag_id]) if 0 <= tag_id < count else ("O", None)
         if start is not None and (prefix != "I" or kind != slot):
             spans.add((start, position, slot))
             start = slot = None
@@ -386,37 +416,37 @@ def tag_spans(tags: Sequence[int], tag_names: Sequence[str]) -> set[tuple[int, i
     return spans
 
 
-@functools.lru_cache(maxsize=8)
-def _tag_index(tag_names: tuple[str, ...]) -> dict[str, int]:
-    return {name: i for i, name in enumerate(tag_names)}
-
-
-def word_level(tags: Sequence[int], words: Sequence[int | None], tag_names: Sequence[str]) -> list[int]:
+def word_level(tags: Sequence[int], words: Sequence[int | None],
+               tag_names: Sequence[str] | TagScheme) -> list[int]:
     """Give every word-piece of a word one tag: the word's first non-O piece decides its slot and
     whether it begins a span (B-) or continues one (I-); the rest of the word continues it.
 
     Slots are words, not word-pieces: a tagger that marks only "##bar" of "sound ##bar" still
     found the word "soundbar". Special tokens (word None or -1) keep their tags.
     """
+    scheme = tag_scheme(tag_names)
+    slots, inside, count = scheme.slot, scheme.inside, len(scheme)
     out = list(tags)
-    index = _tag_index(tuple(tag_names))
-    i, n = 0, len(out)
+    i, n = 0, min(len(out), len(words))
     while i < n:
-        word = words[i] if i < len(words) else None
+        word = words[i]
         if word is None or word < 0:
             i += 1
             continue
-        j = i
-        while j < n and j < len(words) and words[j] == word:
+        j = i + 1
+        while j < n and words[j] == word:
             j += 1
-        chosen = next((tag_names[out[k]] for k in range(i, j)
-                       if 0 <= out[k] < len(tag_names) and tag_names[out[k]] != "O"), None)
+        if j == i + 1:  # a one-piece word (most of them) keeps its tag, or O if it is not one
+            if not (0 <= out[i] < count and slots[out[i]] is not None):
+                out[i] = scheme.outside
+            i = j
+            continue
+        chosen = next((out[k] for k in range(i, j) if 0 <= out[k] < count and slots[out[k]] is not None), None)
         if chosen is None:
-            out[i:j] = [index["O"]] * (j - i)
-        else:
-            prefix, _, slot = chosen.partition("-")
-            out[i] = index[f"{prefix}-{slot}"]
-            out[i + 1:j] = [index[f"I-{slot}"]] * (j - i - 1)
+            out[i:j] = [scheme.outside] * (j - i)
+        else:  # the piece that decides keeps its B- or I-, the rest of the word continues its slot
+            out[i] = chosen
+            out[i + 1:j] = [inside[slots[chosen]]] * (j - i - 1)
         i = j
     return out
 
