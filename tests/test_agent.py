@@ -104,7 +104,8 @@ def test_demo_rebuilds_steps_made_from_other_data(tmp_path):
         (folder / record).write_text(json.dumps({"data": data}))
     (tmp_path / "student.checkpoints").mkdir()
     results.write_text("{}")
-    _forget_stale("new", teacher, student, agent, results)
+    _forget_stale([(teacher / "config.json", teacher, "new"), (student / "config.json", student, "new"),
+                   (agent / "labels.json", agent, "new")], results)
     assert teacher.is_dir()  # built from this data: kept
     assert not student.exists() and not (tmp_path / "student.checkpoints").exists()
     assert not agent.exists() and not results.exists()  # built on the stale student
