@@ -4,7 +4,8 @@ Steps (each is the user-facing command, timed):
   1. `edgeagent finetune --workload ha-intents --epochs 3 --lr 2e-4 --out T` — all-MiniLM-L6-v2 as a
      joint intent classifier and slot tagger (skipped with --teacher DIR).
   2. `edgeagent distill --workload ha-intents --teacher T --student layers=1,hidden=192 --hidden-loss mse
-     --epochs 30 --patience 5 --out S` (a compact BERT student: see distill.models.compact_bert).
+     --epochs 40 --patience 8 --out S` (a compact BERT student: see distill.models.compact_bert;
+     the one-layer student's dev score still climbs in small steps after 5 flat epochs).
      Target: at most 10 minutes.
   3. `edgeagent compile S/student.onnx --precision int8 --workload ha-intents --option int8=dynamic`
      — INT8 with the accuracy check against fp32 and the sensitive-node fallback.
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("results/distill_student"))
     parser.add_argument("--student", default="layers=1,hidden=192")
     parser.add_argument("--teacher-epochs", default="3")
-    parser.add_argument("--student-epochs", default="30")
-    parser.add_argument("--patience", default="5")
+    parser.add_argument("--student-epochs", default="40")
+    parser.add_argument("--patience", default="8")
     parser.add_argument("--out", type=Path, default=Path("results/distill_student.json"))
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
