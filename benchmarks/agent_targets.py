@@ -44,17 +44,19 @@ def run_demo(home: Path) -> float:
 def evaluate(path: Path, workload, **load) -> dict[str, float]:
     import edgeagent
 
-    session = edgeagent.load_session(path, **load) if (path / "manifest.json").is_file() else None
-    if session is None:
-        session = edgeagent.load_session(edgeagent.compile(path, "onnxruntime", "fp32"))
     import numpy as np
 
-    outputs, labels = {}, []
-    with session:
-        for feeds, batch_labels in workload.eval_batches(session.inputs):
-            for name, value in session.run(feeds).items():
-                outputs.setdefault(name, []).append(value)
-            labels.append(batch_labels)
+    with tempfile.TemporaryDirectory(prefix="agent-targets-") as scratch:
+        if (path / "manifest.json").is_file():
+            session = edgeagent.load_session(path, **load)
+        else:  # an ONNX file: compile it where it is thrown away afterwards
+            session = edgeagent.load_session(edgeagent.compile(path, "onnxruntime", "fp32", out=Path(scratch) / "a"))
+        outputs, labels = {}, []
+        with session:
+            for feeds, batch_labels in workload.eval_batches(session.inputs):
+                for name, value in session.run(feeds).items():
+                    outputs.setdefault(name, []).append(value)
+                labels.append(batch_labels)
     return workload.metrics({k: np.concatenate(v) for k, v in outputs.items()}, np.concatenate(labels))
 
 
