@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, options in VARIANTS.items():
                     options = {**options, **({"int8": "dynamic"} if precision == "int8" else {})}
                     artifact = edgeagent.compile(model, "onnxruntime", precision, options=options,
-                                                 out=Path(work) / f"{model.stem}-{precision}-{name}")
+                                                 out=Path(work) / f"{len(rows)}-{model.stem}-{precision}-{name}")
                     recipes[name] = artifact.recipe.get("fusions")
                     sessions[name] = edgeagent.load_session(artifact, options={"threads": args.threads})
                 feeds = timing_feeds(sessions["default"])
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 p50 = {name: statistics.median(values) for name, values in medians.items()}
                 for name, session in sessions.items():
                     session.close()
-                    rows.append({"model": model.name, "precision": precision, "variant": name,
+                    rows.append({"model": str(model), "precision": precision, "variant": name,
                                  "p50_us": round(p50[name], 1), "vs_default": round(p50[name] / p50["default"], 3),
                                  "fused_ops": (recipes[name] or {}).get("fused_ops", {}),
                                  "rounds_us": [round(v, 1) for v in medians[name]]})
