@@ -385,7 +385,8 @@ class TagScheme:
         parts = [name.partition("-") for name in self.names]
         self.prefix = [prefix if dash else "O" for prefix, dash, _ in parts]
         self.slot = [slot if dash else None for _, dash, slot in parts]
-        self.inside = {slot: self.index[f"I-{slot}"] for slot in self.slot if slot is not None}
+        self.inside = {slot: self.index[f"I-{slot}"] for slot in self.slot
+                       if slot is not None and f"I-{slot}" in self.index}
         self.outside = self.index.get("O", 0)
 
     def __len__(self) -> int:
