@@ -22,13 +22,13 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import edgeagent  # noqa: E402
 from benchmarks._provenance import provenance  # noqa: E402
+from edgeagent.bench.worker import _timed_loop  # noqa: E402  (the bench's own timing loop)
 from edgeagent.data import synthetic_feeds  # noqa: E402
 
 COMMAND = "python benchmarks/ort_fusions.py"
@@ -48,12 +48,8 @@ def timing_feeds(session, count: int = 32) -> list[dict]:
 
 
 def block_median(session, feeds: list[dict], calls: int) -> float:
-    samples = []
-    for i in range(calls):
-        start = time.perf_counter_ns()
-        session.run(feeds[i % len(feeds)])
-        samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1e3
+    """Median µs per call over `calls` calls cycling through `feeds`, timed as `edgeagent bench` times."""
+    return statistics.median(_timed_loop(session.run, feeds, min_calls=calls, min_time_s=0.0)) / 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
