@@ -22,7 +22,7 @@ import json
 import os
 import random
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ SPLIT_FRACTIONS = {"train": 0.6, "dev": 0.15, "test": 0.25}  # of each name list
 # Eval batches are padded to the split's longest sentence, at most this many tokens, so outputs
 # concatenate; padding further would only multiply the model's work (test sentences average 9).
 EVAL_LENGTH = 48
+TRANSFER_TRIES = 10  # variants tried per value before a transfer sentence keeps the original
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,14 @@ def split_values(values: Sequence[str], split: str, seed: int = 0) -> list[str]:
 class _Sampler:
     """A random walk over one hassil expression tree, keeping the spans of list values."""
 
-    def __init__(self, intents, split: str, rng: random.Random, seed: int) -> None:
+    def __init__(self, intents, split: str, rng: random.Random, seed: int, *,
+                 vary: Callable[[str, random.Random], str] | None = None, vary_lists: frozenset[str] = frozenset(),
+                 held_out: frozenset[str] = frozenset()) -> None:
         self.intents, self.rng, self.split, self.seed = intents, rng, split, seed
         self._names = {k: split_values(v, split, seed) for k, v in ha_names.SPLIT_LISTS.items()}
+        # Transfer sets only: values of these lists pass through `vary`, and a variant that is
+        # one of `held_out` (another split's value) is not used.
+        self._vary, self._vary_lists, self._held_out = vary, vary_lists, held_out
 
     def sentence(self, expression, rules, domain: str | None = None) -> tuple[str, list[tuple[int, int, str, Any]]]:
         pieces: list[tuple[str, tuple[str, Any] | None]] = []
@@ -133,10 +139,10 @@ class _Sampler:
         from hassil.intents import RangeSlotList, TextSlotList
 
         if list_name == "name" and f"name@{self.domain}" in self._names:
-            text = self.rng.choice(self._names[f"name@{self.domain}"])
+            text = self._varied(list_name, self.rng.choice(self._names[f"name@{self.domain}"]))
             return text, text
         if list_name in self._names:
-            text = self.rng.choice(self._names[list_name])
+            text = self._varied(list_name, self.rng.choice(self._names[list_name]))
             return text, text
         slot_list = self.intents.slot_lists.get(list_name)
         if isinstance(slot_list, TextSlotList) and slot_list.values:
@@ -149,6 +155,15 @@ class _Sampler:
             number = self.rng.choice(list(slot_list.get_numbers()))
             return str(number), number
         raise InputError(f"template list {{{list_name}}} has no values to sample")
+
+    def _varied(self, list_name: str, text: str) -> str:
+        if self._vary is None or list_name not in self._vary_lists:
+            return text
+        for _ in range(TRANSFER_TRIES):
+            variant = " ".join(self._vary(text, self.rng).split())
+            if variant and variant != text and variant.lower() not in self._held_out:
+                return variant
+        return text
 
 
 def _assemble(pieces) -> tuple[str, list[tuple[int, int, str, Any]]]:
@@ -187,14 +202,56 @@ def generate(split: str, *, language: str = "en", seed: int = 0,
 @functools.lru_cache(maxsize=16)
 def _generate(split: str, language: str, seed: int, per_intent: int | None) -> tuple[Example, ...]:
     intents = load_templates(language)
-    count = per_intent or SPLITS[split]
     rng = random.Random(f"{seed}:{split}:{language}")
-    sampler = _Sampler(intents, split, rng, seed)
-    examples: list[Example] = []
     # Held-out splits drop sentences the training split contains word for word (name-less
     # ones such as "what time is it"), so they measure generalisation, not recall.
     taken = set() if split == "train" else {e.text.lower() for e in generate("train", language=language,
                                                                                 seed=seed)}
+    return tuple(_sample(intents, _Sampler(intents, split, rng, seed), rng, per_intent or SPLITS[split], taken))
+
+
+def held_out_values(language: str = "en", seed: int = 0) -> frozenset[str]:
+    """Every dev and test value of every name list, lower-cased: what training must never show."""
+    del language  # the name lists are English for now; other languages get their own
+    return frozenset(value.lower() for values in ha_names.SPLIT_LISTS.values() for split in ("dev", "test")
+                     for value in split_values(values, split, seed))
+
+
+def place_words() -> frozenset[str]:
+    """Words of the area and floor names (all splits), which a device name must not borrow."""
+    return frozenset(word for value in (*ha_names.AREAS, *ha_names.FLOORS) for word in value.split())
+
+
+def transfer_set(per_intent: int, vary: Callable[[str, random.Random], str], *, language: str = "en",
+                 seed: int = 0, lists: Sequence[str] = ("name",)) -> list[Example]:
+    """Training-split sentences whose `lists` values (default: entity names) went through `vary`.
+
+    For distillation's transfer set: `vary(value, rng)` returns a variant of one name (e.g.
+    `edgeagent.distill.augment.NeighbourWords.vary`). A variant equal to a dev or test value of
+    any list is never used, and a sentence equal to a dev or test sentence is dropped, so the
+    held-out splits stay unseen. Sampled with its own random stream: not a copy of the training
+    split's sentences.
+
+    Raises:
+        InputError: per_intent below 1, a list the templates do not fill from `ha_names`.
+    """
+    if per_intent < 1:
+        raise InputError(f"per_intent must be at least 1, got {per_intent}", field="per_intent")
+    unknown = sorted(set(lists) - {key.split("@")[0] for key in ha_names.SPLIT_LISTS})
+    if unknown:
+        raise InputError(f"cannot vary lists {unknown}; lists: {sorted(ha_names.SPLIT_LISTS)}", field="lists")
+    intents = load_templates(language)
+    rng = random.Random(f"{seed}:transfer:{language}")
+    sampler = _Sampler(intents, "train", rng, seed, vary=vary, vary_lists=frozenset(lists),
+                       held_out=held_out_values(language, seed))
+    held_sentences = {e.text.lower() for split in ("dev", "test")
+                      for e in generate(split, language=language, seed=seed)}
+    return _sample(intents, sampler, rng, per_intent, held_sentences)
+
+
+def _sample(intents, sampler: _Sampler, rng: random.Random, count: int, taken: set[str]) -> list[Example]:
+    """Up to `count` distinct sentences per intent, none of them in `taken`, shuffled."""
+    examples: list[Example] = []
     for intent_name in sorted(intents.intents):
         intent = intents.intents[intent_name]
         choices = []
@@ -216,7 +273,7 @@ def _generate(split: str, language: str, seed: int, per_intent: int | None) -> t
             if len(seen) >= count:
                 break
     rng.shuffle(examples)
-    return tuple(examples)
+    return examples
 
 
 def examples_fingerprint(examples: Sequence[Example]) -> str:
