@@ -65,6 +65,8 @@ def test_compile_option_flag(mlp_path, tmp_path, capsys):
      "no array for input"),
     (["run", "{tmp}/not-an-artifact", "--inputs", "{tmp}/wrong.npz"], "not a folder"),
     (["compile", "{model}", "--option", "oops", "--out", "{tmp}/a"], "KEY=VALUE"),
+    (["distill", "--workload", "ha-intents", "--teacher", "{tmp}", "--augment", "-1", "--out", "{tmp}/a"],
+     "--augment must be 0 or more"),
 ])
 def test_known_errors_are_one_line_and_exit_1(args, message, mlp_path, tmp_path, capsys):
     (tmp_path / "garbage.onnx").write_bytes(b"\x00garbage")

@@ -105,6 +105,21 @@ def test_unlabelled_transfer_data_uses_the_teacher_as_labels(teacher, data):
     assert np.mean(np.equal(teacher_pred, student_pred)) > 0.5
 
 
+def test_transfer_examples_vary_names_with_the_teachers_own_embeddings(teacher, data):
+    from edgeagent.distill.augment import NeighbourWords
+
+    tokenizer, train, _ = data
+    # The tiny teacher keeps only the task's vocabulary: words it maps to [UNK] are never offered.
+    words = NeighbourWords.from_teacher(teacher, tokenizer)
+    unk_row = int(teacher.token_map[tokenizer.token_to_id("[UNK]")])
+    kept = {w for w, i in tokenizer.get_vocab().items() if int(teacher.token_map[i]) != unk_row}
+    offered = {n for w in ("light", "kitchen", "lamp", "turn") for n in words.neighbours(w)}
+    assert offered and offered <= kept
+    extra = build.transfer_examples(teacher, tokenizer, 3)
+    assert len(extra) >= 3 * 40 and {"input_ids", "attention_mask", "intent", "tags"} <= set(extra[0])
+    assert all(len(e["tags"]) == len(e["input_ids"]) for e in extra)
+
+
 def test_bad_input_is_refused_before_training(teacher, data):
     tokenizer, train, _ = data
     student = _student(teacher, train, tokenizer)

@@ -17,6 +17,9 @@ from ..workloads import ha_intents
 OUTPUTS = ("intent_logits", "slot_logits")
 LABELS = {"intent_logits": "intent", "slot_logits": "tags"}
 INPUTS = ("input_ids", "attention_mask")
+# What a transfer set varies: entity names and to-do / shopping items, the slots whose values are
+# the user's own words.
+TRANSFER_LISTS = ("name", "todo_list_item", "shopping_list_item")
 
 
 def examples(split: str, tokenizer, *, seed: int = 0, language: str = "en") -> list[dict[str, np.ndarray]]:
@@ -24,6 +27,21 @@ def examples(split: str, tokenizer, *, seed: int = 0, language: str = "en") -> l
 
     encoded = ha_intents.encode(ha_intents.generate(split, language=language, seed=seed), tokenizer, language)
     return examples_from_encoded(encoded)
+
+
+def transfer_examples(teacher, tokenizer, per_intent: int, *, seed: int = 0, language: str = "en",
+                      neighbours: int = 10, p: float = 0.5,
+                      lists: tuple[str, ...] = TRANSFER_LISTS) -> list[dict[str, np.ndarray]]:
+    """Extra distillation data: training sentences whose names and list items had words swapped
+    for their neighbours in the teacher's embeddings (`edgeagent.distill.augment`). Never a dev or
+    test value or sentence; labelled by the sampler and, through distillation, by the teacher."""
+    from ..distill.augment import NeighbourWords
+    from ..distill.trainer import examples_from_encoded
+
+    words = NeighbourWords.from_teacher(teacher, tokenizer, k=neighbours, exclude=ha_intents.place_words())
+    sentences = ha_intents.transfer_set(per_intent, lambda text, rng: words.vary(text, rng, p), language=language,
+                                        seed=seed, lists=lists)
+    return examples_from_encoded(ha_intents.encode(sentences, tokenizer, language))
 
 
 def metric(predictions, examples_) -> float:

@@ -21,6 +21,9 @@ def register(sub) -> None:
     distill.add_argument("--alpha", type=float, default=0.5)
     distill.add_argument("--hidden-loss", choices=("mse",), default=None)
     distill.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    distill.add_argument("--augment", type=int, default=0, metavar="N",
+                         help="add N sentences per intent whose names have words swapped for their neighbours "
+                         "in the teacher's embeddings (never a dev or test name); 0: none")
     _common(distill, epochs=10, lr=2e-3)
     distill.set_defaults(handler=handle_distill)
     finetune = sub.add_parser("finetune", help="fine-tune a teacher on a workload (train extra)")
@@ -112,16 +115,21 @@ def handle_distill(args) -> int:
 
     from ..agent import build
     from ..distill import distill, load_joint, student_from_teacher
+    from ..errors import InputError
     from ..workloads import ha_intents
 
     _workload(args.workload)
     shape = _student_shape(args.student)
+    if args.augment < 0:
+        raise InputError(f"--augment must be 0 or more, got {args.augment}", field="--augment")
     teacher = load_joint(args.teacher)
     tokenizer_path = Path(args.teacher) / "tokenizer.json"
     if not tokenizer_path.is_file():  # a teacher folder saved without its tokenizer
         tokenizer_path = ha_intents.default_tokenizer_path()
     tokenizer = ha_intents.load_tokenizer(tokenizer_path)
     train = build.examples("train", tokenizer, seed=args.seed)[:args.limit]
+    if args.augment:
+        train = train + build.transfer_examples(teacher, tokenizer, args.augment, seed=args.seed)
     student = student_from_teacher(teacher, task_data=[e["input_ids"] for e in train], tokenizer=tokenizer,
                                    seed=args.seed, **shape)
     student = distill(teacher, student, train, eval=build.examples("dev", tokenizer, seed=args.seed),
@@ -131,4 +139,5 @@ def handle_distill(args) -> int:
                       checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
                       resume=args.resume)
     return _finish(student, args, tokenizer, tokenizer_path, "student",
-                   {"teacher": str(args.teacher), "init": getattr(student, "init_report", {})})
+                   {"teacher": str(args.teacher), "init": getattr(student, "init_report", {}),
+                    "augment": args.augment})
