@@ -58,6 +58,10 @@ def test_the_simulated_home_changes_state():
     assert kitchen.state["on"] is True
     handlers["HassLightSet"](ToolCall("HassLightSet", {"area": "kitchen", "brightness": 30}))
     assert kitchen.state["brightness"] == 30
+    # "the kitchen lights" tagged as a name is the kind of device in that area, not a device's name.
+    call = ToolCall("HassLightSet", {"area": "kitchen", "name": "lights", "brightness": 40})
+    changed = handlers["HassLightSet"](call)
+    assert changed["changed"] == ["kitchen light"] and kitchen.state["brightness"] == 40
     handlers["HassTurnOff"](ToolCall("HassTurnOff", {"area": "living room"}))
     assert next(d for d in home.devices if d.name == "ceiling light").state["on"] is False
     handlers["HassShoppingListAddItem"](ToolCall("HassShoppingListAddItem", {"item": "milk"}))

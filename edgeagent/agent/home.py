@@ -50,7 +50,11 @@ class SimulatedHome:
         area = str(call.slots.get("area", "")).lower()
         if name:
             exact = [d for d in self.devices if d.name == name]
-            return exact or [d for d in self.devices if name in d.name or d.name in name]
+            if exact or name not in self.DOMAIN_WORDS:
+                return exact or [d for d in self.devices if name in d.name or d.name in name]
+            # "the kitchen lights" names a kind of device, not one device: Home Assistant reads it
+            # as the area's lights, and so does this home.
+            domain = self.DOMAIN_WORDS[name]
         found = [d for d in self.devices if (not area or d.area == area) and (domain is None or d.domain == domain)]
         return found if area or domain else []
 
