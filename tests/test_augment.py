@@ -30,6 +30,8 @@ def test_neighbours_are_whole_words_by_cosine_similarity_without_excluded_ones()
     assert "kitchen" in NeighbourWords(EMBEDDINGS, VOCAB, k=2).neighbours("lamp")
     assert words.neighbours("sofa") == ()  # not in the vocabulary
     assert "lamp" not in words.neighbours("lamp")
+    by_rule = NeighbourWords(EMBEDDINGS, VOCAB, k=2, exclude=lambda word: word.startswith("kitch"))
+    assert by_rule.neighbours("lamp") == ("bulb", "light")
 
 
 def test_vary_swaps_words_with_probability_p_and_is_reproducible():
@@ -78,6 +80,12 @@ class TestHaIntentsTransferSet:
                 if slot == "name":
                     assert example.text[start:end] == value
         assert [e.to_json() for e in ha.transfer_set(20, vary)] == [e.to_json() for e in sentences]
+
+    def test_place_words_cover_their_inflections_but_not_device_words(self):
+        ha = self.ha
+        assert {"kitchen", "gardens", "northern", "den", "offices"} == {
+            w for w in ("kitchen", "gardens", "northern", "den", "offices", "dentist", "lamp", "speaker", "tv")
+            if ha.is_place_word(w)}
 
     def test_bad_arguments_are_refused(self):
         with pytest.raises(InputError, match="per_intent"):

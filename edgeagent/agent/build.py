@@ -20,6 +20,9 @@ INPUTS = ("input_ids", "attention_mask")
 # What a transfer set varies: entity names and to-do / shopping items, the slots whose values are
 # the user's own words.
 TRANSFER_LISTS = ("name", "todo_list_item", "shopping_list_item")
+# Bumped whenever transfer_examples would sample other sentences for the same arguments, so that
+# `edgeagent demo` rebuilds a cached student made from the old ones.
+TRANSFER_VERSION = 2
 
 
 def examples(split: str, tokenizer, *, seed: int = 0, language: str = "en") -> list[dict[str, np.ndarray]]:
@@ -38,7 +41,7 @@ def transfer_examples(teacher, tokenizer, per_intent: int, *, seed: int = 0, lan
     from ..distill.augment import NeighbourWords
     from ..distill.trainer import examples_from_encoded
 
-    words = NeighbourWords.from_teacher(teacher, tokenizer, k=neighbours, exclude=ha_intents.place_words())
+    words = NeighbourWords.from_teacher(teacher, tokenizer, k=neighbours, exclude=ha_intents.is_place_word)
     sentences = ha_intents.transfer_set(per_intent, lambda text, rng: words.vary(text, rng, p), language=language,
                                         seed=seed, lists=lists)
     return examples_from_encoded(ha_intents.encode(sentences, tokenizer, language))

@@ -13,7 +13,7 @@ Numpy only; `NeighbourWords.from_teacher` reads a torch teacher's embedding tabl
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -28,14 +28,14 @@ class NeighbourWords:
         vocab: the tokenizer's token → id map.
         k: how many neighbours a word may be replaced with.
         exclude: words never offered as a replacement (a workload's place names, say, so a
-            device name never borrows an area's word).
+            device name never borrows an area's word), as a collection or a predicate.
 
     Only whole, alphabetic, lower-case vocabulary entries of two letters or more are offered:
     no word pieces, special tokens or punctuation.
     """
 
     def __init__(self, embeddings: np.ndarray, vocab: Mapping[str, int], *, k: int = 10,
-                 exclude: Iterable[str] = ()) -> None:
+                 exclude: Iterable[str] | Callable[[str], bool] = ()) -> None:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2:
             raise InputError(f"embeddings must be [vocabulary, hidden], got shape {embeddings.shape}",
@@ -49,10 +49,10 @@ class NeighbourWords:
         self._unit = embeddings / np.maximum(norms, 1e-12)
         self._ids = dict(vocab)
         self._words = {i: w for w, i in vocab.items()}
-        excluded = set(exclude)
+        excluded = exclude if callable(exclude) else set(exclude).__contains__
         self._offered = np.zeros(embeddings.shape[0], dtype=bool)
         for word, index in vocab.items():
-            if len(word) >= 2 and word.isalpha() and word.islower() and word not in excluded:
+            if len(word) >= 2 and word.isalpha() and word.islower() and not excluded(word):
                 self._offered[index] = True
         self.k = k
         self._cache: dict[str, tuple[str, ...]] = {}

@@ -217,9 +217,23 @@ def held_out_values(language: str = "en", seed: int = 0) -> frozenset[str]:
                      for value in split_values(values, split, seed))
 
 
+@functools.lru_cache(maxsize=1)
 def place_words() -> frozenset[str]:
     """Words of the area and floor names (all splits), which a device name must not borrow."""
     return frozenset(word for value in (*ha_names.AREAS, *ha_names.FLOORS) for word in value.split())
+
+
+@functools.lru_cache(maxsize=1)
+def _place_prefix() -> re.Pattern[str]:
+    # Words of four letters or more also stand for their inflections and compounds ("gardens",
+    # "northern", "kitchenette"); shorter ones ("den", "gym") only for themselves.
+    stems = sorted((w for w in place_words() if len(w) >= 4), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, stems)))
+
+
+def is_place_word(word: str) -> bool:
+    """Whether `word` is an area or floor word, or an inflection or compound of one."""
+    return word in place_words() or _place_prefix().match(word) is not None
 
 
 def transfer_set(per_intent: int, vary: Callable[[str, random.Random], str], *, language: str = "en",
