@@ -50,8 +50,10 @@ class SimulatedHome:
         area = str(call.slots.get("area", "")).lower()
         if name:
             exact = [d for d in self.devices if d.name == name]
-            if exact or name not in self.DOMAIN_WORDS:
-                return exact or [d for d in self.devices if name in d.name or d.name in name]
+            if exact:
+                return exact
+            if name not in self.DOMAIN_WORDS:
+                return [d for d in self.devices if name in d.name or d.name in name]
             # "the kitchen lights" names a kind of device, not one device: Home Assistant reads it
             # as the area's lights, and so does this home.
             domain = self.DOMAIN_WORDS[name]
