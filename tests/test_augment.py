@@ -49,6 +49,8 @@ def test_bad_tables_are_refused():
         NeighbourWords(EMBEDDINGS[:4], VOCAB)
     with pytest.raises(InputError, match="k must"):
         NeighbourWords(EMBEDDINGS, VOCAB, k=0)
+    with pytest.raises(InputError, match="below the vocabulary"):
+        NeighbourWords(EMBEDDINGS, VOCAB, k=len(EMBEDDINGS))
     with pytest.raises(InputError, match="hidden"):
         NeighbourWords(EMBEDDINGS[0], VOCAB)
 

@@ -40,11 +40,12 @@ class NeighbourWords:
         if embeddings.ndim != 2:
             raise InputError(f"embeddings must be [vocabulary, hidden], got shape {embeddings.shape}",
                              field="embeddings")
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}", field="k")
         if vocab and max(vocab.values()) >= embeddings.shape[0]:
             raise InputError(f"the vocabulary has ids up to {max(vocab.values())} but the embeddings only "
                              f"{embeddings.shape[0]} rows: pass the tokenizer that goes with them", field="vocab")
+        if not 1 <= k < embeddings.shape[0]:
+            raise InputError(f"k must be at least 1 and below the vocabulary's {embeddings.shape[0]} words, "
+                             f"got {k}", field="k")
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         self._unit = embeddings / np.maximum(norms, 1e-12)
         self._ids = dict(vocab)
