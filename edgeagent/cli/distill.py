@@ -38,6 +38,8 @@ def _common(parser, *, epochs: int, lr: float) -> None:
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="batch sentences of similar length together: less padding, faster epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training sentences")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/checkpoints")
@@ -105,8 +107,8 @@ def handle_finetune(args) -> int:
     model = finetune(build.new_teacher(args.base), train, eval=build.examples("dev", tokenizer, seed=args.seed),
                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                      output_names=build.OUTPUTS, labels=build.LABELS, metric=build.metric,
-                     checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
-                     resume=args.resume)
+                     group_by_length=args.group_by_length,
+                     checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"), resume=args.resume)
     return _finish(model, args, tokenizer, tokenizer_path, "teacher", {"base": args.base})
 
 
@@ -136,8 +138,8 @@ def handle_distill(args) -> int:
                       temperature=args.temperature, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, hidden_loss=args.hidden_loss,
                       output_names=build.OUTPUTS, labels=build.LABELS, metric=build.metric, patience=args.patience,
-                      checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
-                      resume=args.resume)
+                      group_by_length=args.group_by_length,
+                      checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"), resume=args.resume)
     return _finish(student, args, tokenizer, tokenizer_path, "student",
                    {"teacher": str(args.teacher), "init": getattr(student, "init_report", {}),
                     "augment": args.augment})

@@ -20,7 +20,7 @@ def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Seque
             temperature: float = 2.0, alpha: float = 0.5, epochs: int = 10, lr: float = 1e-3,
             batch_size: int = 32, seed: int = 0, hidden_loss: str | None = None, hidden_weight: float = 1.0,
             output_names: Sequence[str] = ("logits",), labels: Mapping[str, str] | None = None,
-            metric: Callable | None = None, patience: int = 2,
+            metric: Callable | None = None, patience: int = 2, group_by_length: bool = False,
             checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True):
     """Train `student` to match `teacher` (and the labels, where the examples have them).
 
@@ -40,6 +40,8 @@ def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Seque
         metric: fn(predictions, examples) → float, higher is better (default: accuracy of the first
             labelled classification head).
         patience: epochs without improvement before stopping early (default 2).
+        group_by_length: batch sentences of similar length together (Hugging Face's length-grouped
+            sampling): less padding, so each epoch is faster; the batches differ from the default's.
         checkpoint_dir: where safetensors checkpoints go each epoch (default None).
         resume: continue from the last checkpoint in `checkpoint_dir`.
         progress: progress bars on a terminal.
@@ -56,19 +58,21 @@ def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Seque
     return run(student, train, teacher=teacher, eval_set=eval, output_names=output_names, label_map=labels,
                temperature=temperature, alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                hidden_loss=hidden_loss, hidden_weight=hidden_weight, metric=metric, patience=patience,
-               checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+               group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
 
 
 def finetune(model, train: Sequence[Mapping[str, Any]], *, eval=None, epochs: int = 3, lr: float = 5e-5,
              batch_size: int = 32, seed: int = 0, output_names: Sequence[str] = ("logits",),
              labels: Mapping[str, str] | None = None, metric: Callable | None = None, patience: int = 2,
-             checkpoint_dir=None, resume: bool = False, progress: bool = True):
-    """Supervised training with cross-entropy on every labelled head (how the teacher is made)."""
+             group_by_length: bool = False, checkpoint_dir=None, resume: bool = False, progress: bool = True):
+    """Supervised training with cross-entropy on every labelled head (how the teacher is made).
+
+    The arguments are `distill`'s, without the teacher's."""
     from .trainer import train as run
 
     return run(model, train, teacher=None, eval_set=eval, output_names=output_names, label_map=labels,
                epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, metric=metric, patience=patience,
-               checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+               group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
 
 
 make_callable(__name__, "distill")

@@ -81,9 +81,17 @@ def _check_labels(train: Sequence[Example], label_map: Mapping[str, str], sizes:
                              f"0..{sizes[output] - 1} of output {output!r}", field=key)
 
 
-def _batches(n: int, batch_size: int, generator, torch, shuffle: bool = True) -> list[list[int]]:
-    order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+def _batches(lengths: Sequence[int], batch_size: int, generator, torch, *,
+             group_by_length: bool = False) -> list[list[int]]:
+    """Shuffled batches of example indices; with `group_by_length`, Hugging Face's length-grouped
+    order (random mega-batches of 50 batches, each sorted by length), so batches pad little."""
+    if group_by_length:
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        order = get_length_grouped_indices(list(lengths), batch_size, generator=generator)
+    else:
+        order = torch.randperm(len(lengths), generator=generator).tolist()
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def kd_loss(student_logits, teacher_logits, labels, mask, *, temperature: float, alpha: float, torch):
@@ -147,7 +155,7 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
           batch_size: int = 32, seed: int = 0, hidden_loss: str | None = None, hidden_weight: float = 1.0,
           metric: Callable | None = None, patience: int = 2, checkpoint_dir: str | os.PathLike | None = None,
           resume: bool = False, progress: bool = True, weight_decay: float = 0.01,
-          warmup_fraction: float = 0.06) -> Any:
+          warmup_fraction: float = 0.06, group_by_length: bool = False) -> Any:
     """The loop behind `distill` (with a teacher) and `finetune` (without); returns the best model."""
     torch, _ = _torch()
     _check_examples(train_set, "training")
@@ -193,11 +201,12 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
     if folder and resume and (folder / "trainer_state.pt").is_file():
         state = _load_checkpoint(folder, model, projection, optimizer, scheduler, generator, torch)
     best_state = None
+    lengths = [len(e["input_ids"]) for e in train_set]
     for epoch in range(state["epoch"], epochs):
         model.train()
         started = time.perf_counter()
         losses = []
-        batches = _batches(len(train_set), batch_size, generator, torch)
+        batches = _batches(lengths, batch_size, generator, torch, group_by_length=group_by_length)
         bar = _bar(len(batches), f"epoch {epoch + 1}/{epochs}", progress)
         for indices in batches:
             batch = collate([train_set[i] for i in indices], torch)
