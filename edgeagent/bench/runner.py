@@ -562,10 +562,13 @@ def run_cell(cell: Cell, context: RunContext) -> dict[str, Any]:
         record["cold_start"] = {"compile_s": compiled.result["compile_s"]}
         record["recipe"] = compiled.result.get("recipe")
         reference = cell.model["path"]
+        reference_cache = {"path": str(context.workdir / f"reference-{cell.model['sha256'][:16]}.npz"),
+                           "model": cell.model["sha256"]}
     else:
         artifact_dir = Path(cell.model["path"])
         record["cold_start"] = {"compile_s": None}
         reference = str(Path(config.reference).resolve()) if config.reference else None
+        reference_cache = None
     try:
         artifact = open_artifact(artifact_dir)
     except ArtifactError as exc:
@@ -578,7 +581,7 @@ def run_cell(cell: Cell, context: RunContext) -> dict[str, Any]:
     for repeat in range(protocol.repeats):
         spec = {**base, "artifact_dir": str(artifact_dir), "load_options": cell.options,
                 "protocol": dataclasses.asdict(protocol), "accuracy": repeat == 0,
-                "reference": reference, "dims": dict(config.dims)}
+                "reference": reference, "reference_cache": reference_cache, "dims": dict(config.dims)}
         outcome = run_stage("measure", spec, timeouts=context.timeouts, log=log, limits=context.limits)
         if outcome.status != "ok":
             return {**record, "status": outcome.status, "stage": outcome.stage, "message": outcome.message,

@@ -14,6 +14,7 @@ to prove the parent survives each failure; it does nothing unless set.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import resource
@@ -224,6 +225,38 @@ def _reference_outputs(path: str, batches: list[dict[str, np.ndarray]]) -> dict[
     return {n: np.concatenate(v) for n, v in parts.items()}
 
 
+def _feeds_digest(batches: list[dict[str, np.ndarray]]) -> str:
+    digest = hashlib.sha256()
+    for feeds in batches:
+        for name in sorted(feeds):
+            value = np.ascontiguousarray(feeds[name])
+            digest.update(f"{name}:{value.dtype}:{value.shape};".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _cached_reference_outputs(path: str, batches: list[dict[str, np.ndarray]],
+                              cache: dict[str, str] | None) -> dict[str, np.ndarray]:
+    """`_reference_outputs`, reused across the cells of one model: every backend and precision of it
+    is compared with the same fp32 outputs on the same inputs, so they are computed once per run.
+
+    `cache` is {"path": a file in the run's private workdir, "model": the model's sha256}; the file
+    is used only when it was made from that model and these very inputs."""
+    if not cache:
+        return _reference_outputs(path, batches)
+    key = {"model": cache["model"], "feeds": _feeds_digest(batches)}
+    file = Path(cache["path"])
+    if file.is_file():
+        with np.load(file, allow_pickle=False) as saved:
+            if json.loads(str(saved["__key__"])) == key:
+                return {name: saved[name] for name in saved.files if name != "__key__"}
+    outputs = _reference_outputs(path, batches)
+    partial = file.with_name(f"{file.name}.{os.getpid()}.partial.npz")
+    np.savez(partial, __key__=np.asarray(json.dumps(key)), **outputs)
+    os.replace(partial, file)  # never a half-written cache for the next cell
+    return outputs
+
+
 def run_measure(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     from edgeagent.bench.stats import latency_stats
     from edgeagent.data import synthetic_feeds
@@ -304,7 +337,7 @@ def run_measure(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
         result["eval_samples"] = int(next(iter(outputs.values())).shape[0]) if outputs else 0
         if spec.get("reference"):
             report.stage("reference")
-            reference = _reference_outputs(spec["reference"], batches)
+            reference = _cached_reference_outputs(spec["reference"], batches, spec.get("reference_cache"))
             result["agreement"] = {"reference": "onnxruntime fp32 of the source model",
                                    **_agreement(outputs, reference)}
     session.close()

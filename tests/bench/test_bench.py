@@ -42,6 +42,31 @@ def results(files):
     return out
 
 
+def test_reference_outputs_are_computed_once_per_model_and_inputs(files, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from edgeagent.bench.worker import _cached_reference_outputs
+    from edgeagent.errors import ModelRejected
+
+    _, model, _ = files
+    copy = shutil.copyfile(model, tmp_path / "m.onnx")
+    x, _ = models.blobs(40, seed=5)
+    batches = [{"x": x[:20].astype(np.float32)}, {"x": x[20:].astype(np.float32)}]
+    cache = {"path": str(tmp_path / "reference.npz"), "model": "sha-of-m"}
+    first = _cached_reference_outputs(str(copy), batches, cache)
+    copy.unlink()  # from now on only the cache can answer
+    again = _cached_reference_outputs(str(copy), batches, cache)
+    assert again.keys() == first.keys() and all(np.array_equal(again[k], first[k]) for k in first)
+    other_inputs = [{"x": batches[0]["x"] + 1}]
+    with pytest.raises(ModelRejected):  # other inputs: recomputed from the (missing) model
+        _cached_reference_outputs(str(copy), other_inputs, cache)
+    with pytest.raises(ModelRejected):  # another model: recomputed too
+        _cached_reference_outputs(str(copy), batches, {**cache, "model": "sha-of-another"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference.npz"]  # no partial files left
+
+
 def test_results_follow_the_documented_schema(results):
     import jsonschema
 
