@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -170,6 +172,19 @@ def test_bad_input_is_refused_before_training(teacher, data):
         add_pooling_layer=False), 3, len(ha_intents.label_space()[1]))
     with pytest.raises(InputError, match="heads must match"):
         edgeagent.distill(teacher, wrong, train[:10], **FAST)
+
+
+def test_the_distill_command_trains_with_length_grouped_batches(teacher, tmp_path, capsys):
+    from edgeagent.cli.main import main
+
+    save_joint(teacher, tmp_path / "teacher", labels=build.label_names(), tokenizer=ha_intents.default_tokenizer_path())
+    code = main(["distill", "--workload", "ha-intents", "--teacher", str(tmp_path / "teacher"),
+                 "--student", "layers=1,hidden=32,common_tokens=0", "--limit", "300", "--epochs", "2", "--lr", "5e-3",
+                 "--group-by-length", "--no-export", "--out", str(tmp_path / "student")])
+    assert code == 0
+    assert "test intent accuracy" in capsys.readouterr().out
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert [h["epoch"] for h in config["history"]] == [1, 2]
 
 
 def test_checkpoints_resume_and_round_trip(teacher, data, tmp_path):
