@@ -75,13 +75,13 @@ def new_teacher(base: str | os.PathLike | None = None, language: str = "en"):
 
 
 def train_teacher(tokenizer, *, base=None, epochs: int = 3, lr: float = 8e-5, batch_size: int = 32, seed: int = 0,
-                  group_by_length: bool = False, checkpoint_dir=None, progress: bool = True):
+                  checkpoint_dir=None, progress: bool = True):
     from ..distill import finetune
 
     teacher = new_teacher(base)
     return finetune(teacher, examples("train", tokenizer, seed=seed), eval=examples("dev", tokenizer, seed=seed),
                     epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, output_names=OUTPUTS, labels=LABELS,
-                    metric=metric, group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, progress=progress)
+                    metric=metric, checkpoint_dir=checkpoint_dir, progress=progress)
 
 
 def label_names(language: str = "en") -> dict[str, Any]:
