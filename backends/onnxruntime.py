@@ -31,6 +31,7 @@ from edgeagent.backend import (Availability, Backend, Capabilities, Precision, S
                                coerce_enums, sdk_version)
 from edgeagent.data import Dataset
 from edgeagent.errors import ArtifactError, CalibrationError, InputError, UnsupportedModel
+from edgeagent.hostinfo import usable_cpus
 from edgeagent.ir import ModelIR, load, save_proto
 
 MODEL_FILE = "model.onnx"
@@ -64,8 +65,8 @@ class ActivationType(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class OrtOptions:
-    """Settings of the onnxruntime backend.
+class OrtCompileOptions:
+    """How the onnxruntime backend builds an artifact.
 
     Attributes:
         int8: INT8 recipe; None (default) means `static` when calibration data is given, else
@@ -78,12 +79,9 @@ class OrtOptions:
         activation_type: static recipe's activation type, int8 or uint8 (default int8).
         fusions: transformer optimizer: auto, on or off (default auto).
         skip_layer_norm: fuse Add + LayerNormalization into SkipLayerNormalization, at compile
-            and at load (default False: ONNX Runtime 1.32's CPU kernel measured slower than the
-            two nodes it replaces, 20 % on a one-layer student and 5 % on the 6-layer teacher;
-            `python benchmarks/ort_fusions.py` measures it).
-        threads: intra-op threads at load; None uses the target's threads, else the CPUs
-            this process may use; "auto" times the model with one thread and with that many at
-            load and keeps the faster (small models lose more to thread hand-offs than they gain).
+            and (through the manifest's recipe) at load (default False: ONNX Runtime 1.32's CPU
+            kernel measured slower than the two nodes it replaces, 20 % on a one-layer student and
+            5 % on the 6-layer teacher; `python benchmarks/ort_fusions.py` measures it).
         seed: calibration subset seed (default 0).
         nodes_to_exclude: node names kept in fp32 (comma-separated on the CLI); the INT8 fallback
             fills it with the nodes whose quantization hurts most.
@@ -99,7 +97,6 @@ class OrtOptions:
     activation_type: ActivationType = ActivationType.INT8
     fusions: Fusions = Fusions.AUTO
     skip_layer_norm: bool = False
-    threads: int | str | None = None
     seed: int = 0
     nodes_to_exclude: tuple[str, ...] = ()
     nodes_to_quantize: tuple[str, ...] = ()
@@ -115,12 +112,27 @@ class OrtOptions:
         if self.calibration_size < 1:
             raise InputError(f"calibration_size must be at least 1, got {self.calibration_size}",
                              field="calibration_size")
+        if not 0 < self.percentile <= 100:
+            raise InputError(f"percentile must be in (0, 100], got {self.percentile}", field="percentile")
+
+
+@dataclass(frozen=True)
+class OrtLoadOptions:
+    """How the onnxruntime backend runs an artifact.
+
+    Attributes:
+        threads: intra-op threads; None uses the target's threads, else the CPUs this process may
+            use; "auto" times the model with one thread and with that many at load and keeps the
+            faster (small models lose more to thread hand-offs than they gain).
+    """
+
+    threads: int | str | None = None
+
+    def __post_init__(self) -> None:
         if isinstance(self.threads, str) and self.threads != "auto":
             raise InputError(f"threads must be a number or 'auto', got {self.threads!r}", field="threads")
         if isinstance(self.threads, int) and self.threads < 1:
             raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
-        if not 0 < self.percentile <= 100:
-            raise InputError(f"percentile must be in (0, 100], got {self.percentile}", field="percentile")
 
 
 def default_threads(target: Any = None, requested: int | str | None = None) -> int:
@@ -130,7 +142,7 @@ def default_threads(target: Any = None, requested: int | str | None = None) -> i
     threads = getattr(target, "threads", None)
     if threads:
         return int(threads)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cpus()
 
 
 class _DatasetReader:
@@ -331,8 +343,10 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
     pip_extra = None  # a core dependency
-    Options = OrtOptions
+    CompileOptions = OrtCompileOptions
+    LoadOptions = OrtLoadOptions
     sdk_modules = ("onnxruntime",)
+    host_rank = 10  # a core dependency that runs on every CPU: the reference where no profile says otherwise
 
     def int8_recipes(self) -> list[tuple[str, dict[str, Any]]]:
         # Dynamic needs no calibration and wins on AVX2; static QDQ pays off with VNNI; on AVX2,
@@ -367,14 +381,14 @@ class OnnxRuntimeBackend(Backend):
             calibration: Dataset for the static INT8 recipe (default None).
             target: a Target, recorded in the manifest (default None).
             workdir: the artifact folder, new or empty (default: a temporary folder).
-            options: OrtOptions or a mapping of them (default OrtOptions()).
+            options: OrtCompileOptions or a mapping of them (default OrtCompileOptions()).
 
         Raises:
             UnsupportedPrecision, CalibrationError, UnsupportedModel, InputError.
         """
         self.require_available()
         precision = self.check_precision(precision)
-        opts = self.options(options)
+        opts = self.compile_options(options)
         out = self.new_workdir(workdir)
         recipe: dict[str, Any] = {"name": str(precision)}
         evidence: dict[str, Any] = {}
@@ -412,17 +426,26 @@ class OnnxRuntimeBackend(Backend):
             out, backend=self.name, precision=str(precision), recipe=recipe, source_sha256=ir.sha256,
             signature=ir.signature(), sdk={"onnxruntime": sdk_version("onnxruntime"),
                                            "onnx": sdk_version("onnx")},
+            # Dynamic INT8 scales activations per call from the whole input tensor, so a padded
+            # batch's answers depend on its neighbours; every other recipe's do not.
+            capabilities={"batch_invariant": recipe["name"] != Int8Recipe.DYNAMIC.value,
+                          "int8_node_exclusion": True},
             target=getattr(target, "name", target), evidence=evidence or None)
 
     def load(self, artifact: Artifact, *, options: Any = None, target: Any = None) -> OnnxRuntimeSession:
         """Open an artifact built by this backend.
+
+        Args:
+            artifact: the verified artifact.
+            options: OrtLoadOptions or a mapping of them (default OrtLoadOptions()).
+            target: a Target supplying the thread count when options give none.
 
         Raises:
             ModelRejected: the model file fails the safety checks.
             UnsupportedModel: onnxruntime cannot load it.
         """
         self.require_available()
-        opts = self.options(options)
+        opts = self.load_options(options)
         model_path = artifact.file(MODEL_FILE)
         load(model_path, full_check=False)  # external data must stay inside the artifact
         return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs,
@@ -433,7 +456,7 @@ class OnnxRuntimeBackend(Backend):
     # -- recipes -----------------------------------------------------------------------------
 
     @staticmethod
-    def _fuse(proto, opts: OrtOptions, evidence: dict[str, Any]):
+    def _fuse(proto, opts: OrtCompileOptions, evidence: dict[str, Any]):
         import onnx
 
         if opts.fusions is Fusions.OFF:
@@ -479,7 +502,7 @@ class OnnxRuntimeBackend(Backend):
         return float16_graph(onnx.load(str(source)))
 
     @staticmethod
-    def _quantize_dynamic(source: Path, dest: Path, opts: OrtOptions) -> None:
+    def _quantize_dynamic(source: Path, dest: Path, opts: OrtCompileOptions) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         try:
@@ -491,7 +514,7 @@ class OnnxRuntimeBackend(Backend):
             raise UnsupportedModel(f"onnxruntime dynamic quantization failed: {exc}") from None
 
     def _quantize_static(self, ir: ModelIR, source: Path, dest: Path, calibration: Dataset | None,
-                         opts: OrtOptions, recipe: dict[str, Any], tmp: Path) -> None:
+                         opts: OrtCompileOptions, recipe: dict[str, Any], tmp: Path) -> None:
         from onnxruntime.quantization import CalibrationMethod as OrtMethod, QuantFormat, QuantType
 
         if calibration is None:
@@ -521,7 +544,7 @@ class OnnxRuntimeBackend(Backend):
         recipe["calibration_samples"] = reader.count
 
     @staticmethod
-    def _recipe_settings(precision: Precision, name: str, opts: OrtOptions) -> dict[str, Any]:
+    def _recipe_settings(precision: Precision, name: str, opts: OrtCompileOptions) -> dict[str, Any]:
         if precision is not Precision.INT8:
             return {}
         settings: dict[str, Any] = {"per_channel": opts.per_channel, "reduce_range": opts.reduce_range,
@@ -547,6 +570,6 @@ class OnnxRuntimeBackend(Backend):
         set_metadata(proto, meta)
 
 
-__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtOptions", "Int8Recipe",
+__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtCompileOptions", "OrtLoadOptions", "Int8Recipe",
            "CalibrationMethod", "Fusions", "ActivationType", "default_threads", "calibration_reader",
            "float16_graph", "pre_process", "quantize_static_checked"]

@@ -28,6 +28,7 @@ from edgeagent.backend import (Availability, Backend, Capabilities, Precision, S
 from edgeagent.data import Dataset
 from edgeagent.errors import BackendUnavailable, CalibrationError, InputError, UnsupportedModel
 from edgeagent.ir import ModelIR
+from edgeagent.paths import edgeagent_home
 
 MODEL_XML = "model.xml"
 MODEL_BIN = "model.bin"
@@ -76,15 +77,12 @@ def top1_accuracy(outputs: list[dict[str, np.ndarray]], labels: list[Any]) -> fl
 
 
 @dataclass(frozen=True)
-class OpenVINOOptions:
-    """Settings of the openvino backend.
+class OpenVINOCompileOptions:
+    """How the openvino backend builds an artifact.
 
     Attributes:
-        device: CPU, GPU, NPU, AUTO, … as `ov.Core().available_devices` reports (default CPU).
-        performance_hint: latency or throughput (default latency).
-        threads: inference threads; None uses the target's, else the plugin's default.
-        cache_dir: model cache folder so that a second load is fast (default
-            $EDGEAGENT_HOME/openvino-cache; "" disables it).
+        device: CPU, GPU, NPU, AUTO, … as `ov.Core().available_devices` reports (default CPU); it
+            is checked at compile time and recorded as the artifact's device.
         int8: nncf or accuracy_control (default nncf).
         subset_size: calibration samples (default 300, NNCF's default).
         preset: NNCF preset, performance or mixed (default: NNCF's choice for the model type).
@@ -96,9 +94,6 @@ class OpenVINOOptions:
     """
 
     device: str = "CPU"
-    performance_hint: PerformanceHint = PerformanceHint.LATENCY
-    threads: int | None = None
-    cache_dir: str | None = None
     int8: Int8Recipe = Int8Recipe.NNCF
     subset_size: int = 300
     preset: str | None = None
@@ -108,22 +103,40 @@ class OpenVINOOptions:
     validation: Validation | None = None
 
     def __post_init__(self) -> None:
-        coerce_enums(self, "openvino", {"performance_hint": PerformanceHint, "int8": Int8Recipe,
-                                        "model_type": ModelKind})
+        coerce_enums(self, "openvino", {"int8": Int8Recipe, "model_type": ModelKind})
         if self.preset is not None and self.preset not in ("performance", "mixed"):
             raise InputError(f"openvino option preset={self.preset!r} is invalid; choose performance "
                              "or mixed", field="preset")
         if self.subset_size < 1:
             raise InputError(f"subset_size must be at least 1, got {self.subset_size}", field="subset_size")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
         if self.max_drop is not None and not 0 <= self.max_drop < 1:
             raise InputError(f"max_drop must be in [0, 1), got {self.max_drop}", field="max_drop")
         object.__setattr__(self, "device", str(self.device).upper())
 
 
-def edgeagent_home() -> Path:
-    return Path(os.environ.get("EDGEAGENT_HOME") or Path.home() / ".cache" / "edgeagent")
+@dataclass(frozen=True)
+class OpenVINOLoadOptions:
+    """How the openvino backend runs an artifact.
+
+    Attributes:
+        device: where to run it (default None: the device it was compiled for).
+        performance_hint: latency or throughput (default latency).
+        threads: inference threads; None uses the target's, else the plugin's default.
+        cache_dir: model cache folder so that a second load is fast (default
+            $EDGEAGENT_HOME/openvino-cache; "" disables it).
+    """
+
+    device: str | None = None
+    performance_hint: PerformanceHint = PerformanceHint.LATENCY
+    threads: int | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        coerce_enums(self, "openvino", {"performance_hint": PerformanceHint})
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
+        if self.device is not None:
+            object.__setattr__(self, "device", str(self.device).upper())
 
 
 def _core():
@@ -170,8 +183,10 @@ class OpenVINOBackend(Backend):
 
     name = "openvino"
     pip_extra = "openvino"
-    Options = OpenVINOOptions
+    CompileOptions = OpenVINOCompileOptions
+    LoadOptions = OpenVINOLoadOptions
     sdk_modules = ("openvino",)
+    host_rank = 20
 
     def int8_recipes(self) -> list[tuple[str, dict[str, Any]]]:
         return [("nncf", {"int8": "nncf"}), ("nncf-mixed", {"int8": "nncf", "preset": "mixed"})]
@@ -204,7 +219,7 @@ class OpenVINOBackend(Backend):
             calibration: Dataset for int8 (required for int8).
             target: a Target; its name is recorded and its accuracy budget bounds max_drop.
             workdir: the artifact folder, new or empty (default: a temporary folder).
-            options: OpenVINOOptions or a mapping of them.
+            options: OpenVINOCompileOptions or a mapping of them.
 
         Raises:
             UnsupportedModel: OpenVINO cannot convert an operator (named with its node).
@@ -213,7 +228,7 @@ class OpenVINOBackend(Backend):
         """
         self.require_available()
         precision = self.check_precision(precision)
-        opts = self.options(options)
+        opts = self.compile_options(options)
         import openvino as ov
 
         core = _core()
@@ -232,17 +247,22 @@ class OpenVINOBackend(Backend):
         return write_manifest(
             out, backend=self.name, precision=str(precision), recipe=recipe, source_sha256=ir.sha256,
             signature=ir.signature(), sdk={"openvino": sdk_version("openvino"), "nncf": sdk_version("nncf")},
+            # NNCF's INT8 is static (scales fixed at calibration); edgeagent does not pass
+            # NNCF's ignored scope, so nodes cannot be kept out by name.
+            capabilities={"batch_invariant": True, "int8_node_exclusion": False},
             target=getattr(target, "name", target), evidence=evidence or None)
 
     def load(self, artifact: Artifact, *, options: Any = None, target: Any = None) -> OpenVINOSession:
-        """Compile an artifact's IR for the device, with hint, threads and model cache."""
+        """Compile an artifact's IR for the device, with hint, threads and model cache.
+
+        `options`: OpenVINOLoadOptions or a mapping of them."""
         self.require_available()
-        opts = self.options(options)
+        opts = self.load_options(options)
         import openvino.properties as props
         import openvino.properties.hint as hints
 
         core = _core()
-        device = opts.device if options is not None else artifact.recipe.get("device", opts.device)
+        device = opts.device or str(artifact.recipe.get("device", "CPU"))
         check_device(core, device)
         cache = edgeagent_home() / "openvino-cache" if opts.cache_dir is None else opts.cache_dir
         if cache:
@@ -275,7 +295,7 @@ class OpenVINOBackend(Backend):
         except RuntimeError as exc:
             raise _unsupported(ir, exc) from None
 
-    def _quantize(self, model, ir: ModelIR, calibration: Dataset, opts: OpenVINOOptions, target: Any,
+    def _quantize(self, model, ir: ModelIR, calibration: Dataset, opts: OpenVINOCompileOptions, target: Any,
                   recipe: dict[str, Any], evidence: dict[str, Any]):
         import nncf
 
@@ -306,7 +326,7 @@ class OpenVINOBackend(Backend):
                 raise UnsupportedModel(f"nncf.quantize failed: {_first_line(exc)}") from None
         if opts.validation is None:
             raise CalibrationError("the accuracy_control recipe needs validation data and a metric: "
-                                   "options=OpenVINOOptions(int8='accuracy_control', validation=Validation(...))")
+                                   "options=OpenVINOCompileOptions(int8='accuracy_control', validation=Validation(...))")
         max_drop = opts.max_drop
         if max_drop is None:
             budget = getattr(getattr(target, "budgets", None), "max_accuracy_drop", None)
@@ -344,7 +364,7 @@ class OpenVINOBackend(Backend):
         return controlled
 
     @staticmethod
-    def _model_kind(ir: ModelIR, opts: OpenVINOOptions) -> ModelKind:
+    def _model_kind(ir: ModelIR, opts: OpenVINOCompileOptions) -> ModelKind:
         if opts.model_type is not ModelKind.AUTO:
             return opts.model_type
         ops = {node.op_type for node in ir.proto(load_weights=False).graph.node}

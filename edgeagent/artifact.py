@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import ArtifactError, EdgeAgentError
+from .errors import ArtifactError, InternalError
 from .ir import TensorSpec, _fsync_dir, sha256_file
 
 MANIFEST = "manifest.json"
@@ -52,6 +52,18 @@ class Artifact:
         return tuple(TensorSpec.from_json(s) for s in self.manifest["signature"]["outputs"])
 
     @property
+    def capabilities(self) -> Mapping[str, Any]:
+        """Facts the backend wrote at compile time for callers (see `write_manifest`)."""
+        value = self.manifest.get("capabilities")
+        return value if isinstance(value, Mapping) else {}
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether an input's outputs are the same alone and in a batch with others (False when the
+        backend did not say, as in artifacts built before it did)."""
+        return self.capabilities.get("batch_invariant") is True
+
+    @property
     def size_bytes(self) -> int:
         return sum((self.path / name).stat().st_size for name in self.manifest["files"])
 
@@ -65,9 +77,17 @@ class Artifact:
 
 def write_manifest(folder: Path, *, backend: str, precision: str, recipe: Mapping[str, Any],
                    source_sha256: str | None, signature: Mapping[str, Any], sdk: Mapping[str, Any],
-                   target: str | None = None, evidence: Any = None,
+                   capabilities: Mapping[str, Any], target: str | None = None, evidence: Any = None,
                    extra: Mapping[str, Any] | None = None) -> Artifact:
-    """Hash every file in `folder` and write `manifest.json` atomically; return the Artifact."""
+    """Hash every file in `folder` and write `manifest.json` atomically; return the Artifact.
+
+    `capabilities` are the backend's facts about this artifact that callers act on, so they never
+    reason from a recipe's name: `batch_invariant` (an input's outputs do not depend on its batch
+    mates) and `int8_node_exclusion` (the backend can keep named nodes out of INT8).
+    """
+    missing = {"batch_invariant", "int8_node_exclusion"} - set(capabilities)
+    if missing:
+        raise InternalError(f"backend {backend!r} wrote a manifest without capabilities {sorted(missing)}")
     from . import __version__
 
     files = {}
@@ -87,6 +107,7 @@ def write_manifest(folder: Path, *, backend: str, precision: str, recipe: Mappin
         "edgeagent": __version__,
         "target": target,
         "signature": dict(signature),
+        "capabilities": dict(capabilities),
         "evidence": evidence,
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **dict(extra or {}),
@@ -165,7 +186,8 @@ def build_atomically(out: str | os.PathLike, build: Callable[[Path], Artifact]) 
     try:
         artifact = build(staging)
         if artifact.path.resolve() != staging.resolve():
-            raise EdgeAgentError("internal: backend built outside its workdir")
+            raise InternalError(f"the build wrote its artifact to {artifact.path}, not to its staging "
+                                f"folder {staging}")
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -180,8 +180,12 @@ class Session(ABC):
     """A loaded model. `run` validates feeds, then the backend's `_run_impl` executes.
 
     Subclasses call `super().__init__(inputs, outputs)` and implement `_run_impl` and
-    `_close_impl`. The validation is precomputed per input so it costs microseconds.
+    `_close_impl`. The validation is precomputed per input so it costs microseconds; only float
+    inputs are scanned for NaN/Inf, once each. Set `check_finite = False` (or pass
+    `check_finite=False`) in hot loops that feed back the model's own outputs, such as a KV cache.
     """
+
+    check_finite: bool = True
 
     def __init__(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
         self.inputs = tuple(inputs)
@@ -196,11 +200,12 @@ class Session(ABC):
         ]
         self._closed = False
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray], *, check_finite: bool | None = None) -> dict[str, np.ndarray]:
         """Run the model.
 
         Args:
             feeds: one numpy array per model input, by name.
+            check_finite: scan float inputs for NaN/Inf (default: the session's `check_finite`).
 
         Returns:
             One array per model output, by name.
@@ -216,6 +221,7 @@ class Session(ABC):
         if feeds.keys() != self._names:
             self._raise_names(feeds)
         symbols: dict[str, tuple[int, str]] = {}
+        scan = self.check_finite if check_finite is None else check_finite
         for name, dtype, rank, fixed, symbolic, floating in self._checks:
             value = feeds[name]
             if type(value) is not np.ndarray:
@@ -236,7 +242,7 @@ class Session(ABC):
                 if seen[0] != value.shape[axis]:
                     raise InputError(f"input {name!r} has {symbol}={value.shape[axis]} on axis {axis} "
                                      f"but input {seen[1]!r} has {symbol}={seen[0]}", field=name)
-            if floating and not np.isfinite(value).all():
+            if floating and scan and not np.isfinite(value).all():
                 bad = np.argwhere(~np.isfinite(value))
                 raise InputError(f"input {name!r} has {len(bad)} NaN or Inf value(s), first at index "
                                  f"{tuple(int(i) for i in bad[0])}", field=name)
@@ -274,13 +280,22 @@ class Session(ABC):
 
 
 class Backend(ABC):
-    """A compiler and runner for one SDK. Subclasses set `name`, `pip_extra` and `Options`."""
+    """A compiler and runner for one SDK.
+
+    Subclasses set `name`, `pip_extra` and their options: `CompileOptions` (what shapes the
+    artifact: recipes, calibration, fusions) and `LoadOptions` (how it runs: threads, device,
+    hints), two frozen dataclasses, so a setting always applies at the step that reads it.
+    """
 
     name: ClassVar[str]
     pip_extra: ClassVar[str | None] = None
-    Options: ClassVar[type] = NoOptions
+    CompileOptions: ClassVar[type] = NoOptions
+    LoadOptions: ClassVar[type] = NoOptions
     # Modules the bench imports alone to measure this backend's import-only memory baseline.
     sdk_modules: ClassVar[tuple[str, ...]] = ()
+    # Where this backend comes in the host target's preference order (lower first), for a machine
+    # no profile describes; a target file states its own order.
+    host_rank: ClassVar[int] = 100
 
     @abstractmethod
     def capabilities(self) -> Capabilities:
@@ -294,24 +309,48 @@ class Backend(ABC):
     def compile(self, ir: ModelIR, precision: Precision | str, *, calibration: Dataset | None = None,
                 target: Any = None, workdir: str | os.PathLike | None = None,
                 options: Any = None) -> Artifact:
-        """Compile `ir` into an artifact folder `workdir` (a new temporary folder if None)."""
+        """Compile `ir` into an artifact folder `workdir` (a new temporary folder if None).
+
+        `options` is a `CompileOptions` or a mapping of its fields."""
 
     @abstractmethod
     def load(self, artifact: Artifact, *, options: Any = None, target: Any = None) -> Session:
-        """Open a verified artifact built by this backend."""
+        """Open a verified artifact built by this backend (`options`: a `LoadOptions` or a mapping)."""
 
     def int8_recipes(self) -> list[tuple[str, dict[str, Any]]]:
-        """INT8 variants worth measuring for `--precision auto`: (label, options) pairs."""
+        """INT8 variants worth measuring for `--precision auto`: (label, compile options) pairs."""
         return [("int8", {})]
 
-    def options(self, options: Any) -> Any:
-        """Normalise options: None → defaults, a mapping → parsed, an instance → itself."""
-        if options is None or isinstance(options, Mapping):
-            return parse_options(self.Options, options)
-        if not isinstance(options, self.Options):
-            raise InputError(f"{self.name} takes options of type {self.Options.__name__}, got "
-                             f"{type(options).__name__}")
-        return options
+    def compile_options(self, options: Any) -> Any:
+        """Normalise compile options: None → defaults, a mapping → parsed, an instance → itself."""
+        return _normalise_options(self.name, self.CompileOptions, options, "compile")
+
+    def load_options(self, options: Any) -> Any:
+        """Normalise load options: None → defaults, a mapping → parsed, an instance → itself."""
+        return _normalise_options(self.name, self.LoadOptions, options, "load")
+
+    def split_options(self, values: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Sort a flat mapping (a target preset's `options`, `--option` on bench) into compile and load
+        options by field name; a field both dataclasses have (a device) goes to both.
+
+        Raises:
+            InputError: a key neither dataclass has, naming both sets of fields.
+        """
+        compile_fields = {f.name for f in dataclasses.fields(self.CompileOptions)}
+        load_fields = {f.name for f in dataclasses.fields(self.LoadOptions)}
+        compile_values: dict[str, Any] = {}
+        load_values: dict[str, Any] = {}
+        for key, value in (values or {}).items():
+            name = str(key).replace("-", "_")
+            if name not in compile_fields | load_fields:
+                raise InputError(f"unknown option {key!r} for backend {self.name!r}; compile options: "
+                                 f"{sorted(compile_fields) or 'none'}, load options: {sorted(load_fields) or 'none'}",
+                                 field=str(key))
+            if name in compile_fields:
+                compile_values[name] = value
+            if name in load_fields:
+                load_values[name] = value
+        return compile_values, load_values
 
     def require_available(self) -> None:
         status = self.available()
@@ -336,6 +375,17 @@ class Backend(ABC):
         if any(path.iterdir()):
             raise InputError(f"workdir {path} is not empty; give a new or empty folder", field="workdir")
         return path
+
+
+def _normalise_options(backend: str, cls: type, options: Any, when: str) -> Any:
+    if options is None or isinstance(options, Mapping):
+        try:
+            return parse_options(cls, options)
+        except InputError as exc:
+            raise InputError(f"{backend} {when} options: {exc}", field=exc.field) from None
+    if not isinstance(options, cls):
+        raise InputError(f"{backend} takes {when} options of type {cls.__name__}, got {type(options).__name__}")
+    return options
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,8 @@ class Int8Recipe(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class TrtOptions:
-    """Settings of the tensorrt backend.
+class TrtCompileOptions:
+    """How the tensorrt backend builds an engine.
 
     Attributes:
         int8: qdq (default) or entropy (implicit calibrator, TensorRT versions that still have it).
@@ -103,6 +103,23 @@ class TrtOptions:
         if self.builder_optimization_level is not None and not 0 <= self.builder_optimization_level <= 5:
             raise InputError(f"builder_optimization_level must be 0-5, got {self.builder_optimization_level}",
                              field="builder_optimization_level")
+        if self.device < 0:
+            raise InputError(f"device must be a CUDA device index (0 or more), got {self.device}", field="device")
+
+
+@dataclass(frozen=True)
+class TrtLoadOptions:
+    """How the tensorrt backend runs an engine.
+
+    Attributes:
+        device: CUDA device index (default 0); an engine built for another GPU is rebuilt for it.
+    """
+
+    device: int = 0
+
+    def __post_init__(self) -> None:
+        if self.device < 0:
+            raise InputError(f"device must be a CUDA device index (0 or more), got {self.device}", field="device")
 
 
 def nvidia_gpus() -> list[str]:
@@ -121,7 +138,7 @@ def nvidia_gpus() -> list[str]:
     return names
 
 
-def resolve_workspace(opts: TrtOptions, target: Any = None) -> tuple[int | None, str]:
+def resolve_workspace(opts: TrtCompileOptions, target: Any = None) -> tuple[int | None, str]:
     """The builder's workspace limit in bytes and where it came from (no GPU needed)."""
     if opts.workspace_mb is not None:
         return opts.workspace_mb << 20, "option workspace_mb"
@@ -134,7 +151,7 @@ def resolve_workspace(opts: TrtOptions, target: Any = None) -> tuple[int | None,
     return None, "TensorRT's default (the device's memory)"
 
 
-def build_flags(precision: Precision, opts: TrtOptions, profile: Mapping[str, ShapeRange],
+def build_flags(precision: Precision, opts: TrtCompileOptions, profile: Mapping[str, ShapeRange],
                 workspace: int | None, graph_sha256: str) -> dict[str, Any]:
     """The build settings that go into the engine's identity (no GPU needed)."""
     recipe = str(opts.int8) if precision is Precision.INT8 else str(precision)
@@ -153,7 +170,9 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
     pip_extra = "tensorrt"
-    Options = TrtOptions
+    CompileOptions = TrtCompileOptions
+    LoadOptions = TrtLoadOptions
+    host_rank = 0  # available only where an NVIDIA GPU is: it then runs first
     sdk_modules = ("tensorrt",)
 
     def capabilities(self) -> Capabilities:
@@ -207,7 +226,7 @@ class TensorRTBackend(Backend):
         """
         self.require_available()
         precision = self.check_precision(precision)
-        opts = self.options(options)
+        opts = self.compile_options(options)
         samples = list(calibration.subset(min(opts.calibration_size, 256), seed=opts.seed)) if calibration else None
         profile, sources = compute_profile(ir.inputs, samples=samples, shapes=opts.shapes,
                                            max_batch=opts.max_batch, default_dim=opts.max_sequence)
@@ -246,12 +265,14 @@ class TensorRTBackend(Backend):
             out, backend=self.name, precision=str(precision), recipe=recipe, source_sha256=ir.sha256,
             signature=ir.signature(), sdk={"tensorrt": str(trt.__version__), "onnx": sdk_version("onnx"),
                                            "onnxruntime": sdk_version("onnxruntime")},
+            # Static INT8 scales; TensorRT cannot keep ONNX nodes out of INT8 by name here.
+            capabilities={"batch_invariant": True, "int8_node_exclusion": False},
             target=getattr(target, "name", target), evidence=evidence,
             extra={"tensorrt": {"identity": identity.to_json(), "engine_key": identity.key,
                                 "layer_precisions": layers["precisions"]}})
 
     @staticmethod
-    def _graph(ir: ModelIR, precision: Precision, calibration: Dataset | None, opts: TrtOptions):
+    def _graph(ir: ModelIR, precision: Precision, calibration: Dataset | None, opts: TrtCompileOptions):
         """The ONNX graph TensorRT parses for this precision, and the QDQ summary for int8."""
         if precision is Precision.FP32 or (precision is Precision.INT8 and opts.int8 is Int8Recipe.ENTROPY):
             if precision is Precision.INT8 and calibration is None:
@@ -266,7 +287,7 @@ class TensorRTBackend(Backend):
         return prepare_qdq(ir, calibration, calibration_size=opts.calibration_size, seed=opts.seed,
                            method=opts.calibration_method, nodes_to_exclude=opts.nodes_to_exclude)
 
-    def _build(self, graph_path: Path, precision: Precision, opts: TrtOptions, profile: Mapping[str, ShapeRange],
+    def _build(self, graph_path: Path, precision: Precision, opts: TrtCompileOptions, profile: Mapping[str, ShapeRange],
                workspace: int | None, *, calibration: Dataset | None = None, calibration_cache: Path | None = None,
                timing_cache: bytes | None = None) -> tuple[bytes, bytes]:
         """Parse and build; errors name the ONNX node (parser) or the layer and its nodes (builder)."""
@@ -351,7 +372,7 @@ class TensorRTBackend(Backend):
             UnsupportedModel: the (re)built engine cannot be deserialized or run here.
         """
         self.require_available()
-        opts = self.options(options)
+        opts = self.load_options(options)
         meta = artifact.manifest.get("tensorrt")
         if not isinstance(meta, Mapping) or not isinstance(meta.get("identity"), Mapping):
             raise ArtifactError(f"{artifact.path} has no TensorRT engine identity in its manifest; only engines "
@@ -382,13 +403,13 @@ class TensorRTBackend(Backend):
         session.rebuilt_reason = rebuilt
         return session
 
-    def _rebuild(self, artifact: Artifact, identity: EngineIdentity, opts: TrtOptions) -> bytes:
+    def _rebuild(self, artifact: Artifact, identity: EngineIdentity, opts: TrtLoadOptions) -> bytes:
         cache = EngineCache()
         entry = cache.get(identity)
         if entry is None:
             flags = identity.flags
             precision = Precision.parse(identity.precision)
-            recipe_opts = TrtOptions(int8=flags.get("recipe") if precision is Precision.INT8 else Int8Recipe.QDQ,
+            recipe_opts = TrtCompileOptions(int8=flags.get("recipe") if precision is Precision.INT8 else Int8Recipe.QDQ,
                                      builder_optimization_level=flags.get("builder_optimization_level"),
                                      device=opts.device)
             built: dict[str, bytes] = {}
@@ -427,5 +448,5 @@ def _collecting_logger(trt):
     return CollectingLogger()
 
 
-__all__ = ["TensorRTBackend", "TrtOptions", "Int8Recipe", "nvidia_gpus", "resolve_workspace", "build_flags",
+__all__ = ["TensorRTBackend", "TrtCompileOptions", "TrtLoadOptions", "Int8Recipe", "nvidia_gpus", "resolve_workspace", "build_flags",
            "INSTALL_HINT"]

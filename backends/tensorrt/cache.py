@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeagent.ir import sha256_file
+from edgeagent.paths import edgeagent_home
 
 PLAN_FILE = "engine.plan"
 IDENTITY_FILE = "identity.json"
@@ -81,8 +82,7 @@ class EngineCache:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         if root is None:
-            home = Path(os.environ.get("EDGEAGENT_HOME", Path.home() / ".cache" / "edgeagent"))
-            root = home / "tensorrt" / "engines"
+            root = edgeagent_home() / "tensorrt" / "engines"
         self.root = Path(root)
 
     def entry(self, identity: EngineIdentity) -> Path:

@@ -129,7 +129,7 @@ def test_int8_on_a_fused_transformer(recipe, transformer_path, tmp_path):
 def test_threads_auto_measures_one_thread_against_many_and_keeps_the_faster(mlp_path, tmp_path):
     import os
 
-    from edgeagent.backends.onnxruntime import OrtOptions
+    from edgeagent.backends.onnxruntime import OrtLoadOptions
 
     artifact = edgeagent.compile(mlp_path, "onnxruntime", "fp32", out=tmp_path / "a")
     many = max(2, len(os.sched_getaffinity(0)))
@@ -143,7 +143,7 @@ def test_threads_auto_measures_one_thread_against_many_and_keeps_the_faster(mlp_
     with edgeagent.load_session(artifact, options={"threads": "1"}) as session:
         assert session.threads == 1 and session.thread_choice is None
     with pytest.raises(InputError, match="'auto'"):
-        OrtOptions(threads="many")
+        OrtLoadOptions(threads="many")
 
 
 @pytest.mark.parametrize("opset", [11, 17])

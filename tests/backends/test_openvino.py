@@ -23,7 +23,7 @@ pytestmark = [
 
 class TestOpenVINOConformance(BackendConformance):
     backend_name = "openvino"
-    options = {"cache_dir": ""}
+    load_options = {"cache_dir": ""}
 
 
 @pytest.fixture
@@ -82,11 +82,11 @@ def test_transformer_int8_uses_transformer_model_type(transformer_path, tmp_path
 
 
 def test_accuracy_control_reports_kept_layers(mlp_path, mlp_calibration, mlp_eval, tmp_path, ov_home):
-    from edgeagent.backends.openvino import OpenVINOOptions, Validation
+    from edgeagent.backends.openvino import OpenVINOCompileOptions, Validation
 
     x, labels = mlp_eval
     validation = Validation([({"x": x[i:i + 1]}, labels[i:i + 1]) for i in range(200)])
-    options = OpenVINOOptions(int8="accuracy_control", max_drop=0.005, validation=validation, subset_size=64)
+    options = OpenVINOCompileOptions(int8="accuracy_control", max_drop=0.005, validation=validation, subset_size=64)
     artifact = edgeagent.compile(mlp_path, "openvino", "int8", calibration=mlp_calibration, options=options,
                                  out=tmp_path / "a")
     assert artifact.recipe["name"] == "accuracy_control" and artifact.recipe["max_drop"] == 0.005

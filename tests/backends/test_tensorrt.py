@@ -16,7 +16,7 @@ import pytest
 from onnx import numpy_helper
 
 import edgeagent
-from edgeagent.backends.tensorrt import (INSTALL_HINT, TrtOptions, build_flags, nvidia_gpus,
+from edgeagent.backends.tensorrt import (INSTALL_HINT, TrtCompileOptions, build_flags, nvidia_gpus,
                                          resolve_workspace)
 from edgeagent.backends.tensorrt.cache import PLAN_FILE, EngineCache, EngineIdentity, mismatches
 from edgeagent.backends.tensorrt.profiles import ShapeRange, compute_profile, parse_shapes
@@ -36,7 +36,7 @@ class TestTensorRTConformance(BackendConformance):
     """Runs where TensorRT and an NVIDIA GPU are present; skipped with the reason elsewhere."""
 
     backend_name = "tensorrt"
-    options = {"max_batch": 32}  # the suite runs batches up to 17
+    compile_options = {"max_batch": 32}  # the suite runs batches up to 17
     fp32_atol = 1e-3
 
 
@@ -195,7 +195,7 @@ def test_profile_refuses_a_range_over_a_fixed_dimension():
 def test_shapes_parse_from_the_cli_form():
     assert parse_shapes("input_ids:1x1,1x32,8x128; attention_mask:1x1,1x32,8x128") == {
         "input_ids": ((1, 1), (1, 32), (8, 128)), "attention_mask": ((1, 1), (1, 32), (8, 128))}
-    options = TrtOptions(shapes="x:1x32,4x32,16x32")
+    options = TrtCompileOptions(shapes="x:1x32,4x32,16x32")
     assert options.shapes == {"x": ((1, 32), (4, 32), (16, 32))}
     for bad in ("input_ids:1x1,1x32", "input_ids 1x1,1x2,1x3", "x:1xa,1x2,1x3"):
         with pytest.raises(InputError, match="shapes"):
@@ -203,15 +203,15 @@ def test_shapes_parse_from_the_cli_form():
 
 
 def test_options_validate_their_values():
-    assert TrtOptions(int8="entropy").int8 == "entropy"
+    assert TrtCompileOptions(int8="entropy").int8 == "entropy"
     with pytest.raises(InputError, match="int8"):
-        TrtOptions(int8="fp4")
+        TrtCompileOptions(int8="fp4")
     with pytest.raises(InputError, match="builder_optimization_level"):
-        TrtOptions(builder_optimization_level=9)
+        TrtCompileOptions(builder_optimization_level=9)
     with pytest.raises(InputError, match="max_batch"):
-        TrtOptions(max_batch=0)
-    assert edgeagent.get_backend("tensorrt").options({"workspace_mb": "512", "nodes_to_exclude": "a,b"}) == \
-        TrtOptions(workspace_mb=512, nodes_to_exclude=("a", "b"))
+        TrtCompileOptions(max_batch=0)
+    assert edgeagent.get_backend("tensorrt").compile_options({"workspace_mb": "512", "nodes_to_exclude": "a,b"}) == \
+        TrtCompileOptions(workspace_mb=512, nodes_to_exclude=("a", "b"))
 
 
 # -- engine identity and cache -----------------------------------------------------------------------
@@ -247,10 +247,10 @@ def test_build_flags_hold_the_profile_workspace_and_graph():
     profile = {"x": ShapeRange((1, 32), (4, 32), (8, 32))}
     from edgeagent.backend import Precision
 
-    flags = build_flags(Precision.INT8, TrtOptions(), profile, 1 << 30, "c" * 64)
+    flags = build_flags(Precision.INT8, TrtCompileOptions(), profile, 1 << 30, "c" * 64)
     assert flags["recipe"] == "qdq" and flags["strongly_typed"] is True and flags["tf32"] is False
     assert flags["profile"] == {"x": {"min": [1, 32], "opt": [4, 32], "max": [8, 32]}}
-    entropy = build_flags(Precision.INT8, TrtOptions(int8="entropy"), profile, None, "c" * 64)
+    entropy = build_flags(Precision.INT8, TrtCompileOptions(int8="entropy"), profile, None, "c" * 64)
     assert entropy["strongly_typed"] is False
     assert identity(flags=flags).key != identity(flags=entropy).key
 
@@ -284,13 +284,13 @@ def test_engine_cache_defaults_under_edgeagent_home(tmp_path, monkeypatch):
 
 def test_workspace_comes_from_option_target_preset_or_memory_limit():
     jetson = get_target("jetson-orin-nano")
-    assert resolve_workspace(TrtOptions(workspace_mb=256), jetson) == (256 << 20, "option workspace_mb")
-    size, source = resolve_workspace(TrtOptions(), jetson)
+    assert resolve_workspace(TrtCompileOptions(workspace_mb=256), jetson) == (256 << 20, "option workspace_mb")
+    size, source = resolve_workspace(TrtCompileOptions(), jetson)
     assert size == 1024 << 20 and "preset" in source
     rpi = get_target("rpi5")
-    size, source = resolve_workspace(TrtOptions(), rpi)
+    size, source = resolve_workspace(TrtCompileOptions(), rpi)
     assert size == rpi.memory_limit_bytes // 2 and "memory_limit" in source
-    assert resolve_workspace(TrtOptions(), None) == (None, "TensorRT's default (the device's memory)")
+    assert resolve_workspace(TrtCompileOptions(), None) == (None, "TensorRT's default (the device's memory)")
 
 
 # -- reports ------------------------------------------------------------------------------------
