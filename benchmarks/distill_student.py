@@ -63,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         timings["finetune_s"] = run("finetune", "--workload", "ha-intents", "--epochs", args.teacher_epochs,
                                     "--lr", "2e-4", "--out", str(teacher))
     if not (teacher / f"{teacher.name}.onnx").is_file():  # a teacher folder saved without its ONNX
-        from edgeagent.agent.build import export_joint
         from edgeagent.distill import load_joint
+        from edgeagent.distill.workflow import export_model
+        from edgeagent.workloads import ha_intents
 
-        export_joint(load_joint(teacher), teacher / f"{teacher.name}.onnx")
+        export_model(ha_intents.task(), load_joint(teacher), teacher / f"{teacher.name}.onnx")
     student = args.work / "student"
     timings["distill_s"] = run("distill", "--workload", "ha-intents", "--teacher", str(teacher),
                                "--student", args.student, "--epochs", args.student_epochs, "--hidden-loss", "mse",
@@ -86,13 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     student_int8 = cells["student[onnxruntime/int8@host]"]
     teacher_meta = json.loads((teacher / "config.json").read_text())
     if "test" not in teacher_meta:  # a teacher saved by other means: score it here
-        from edgeagent.agent import build
         from edgeagent.distill import load_joint
-        from edgeagent.distill.trainer import predict
+        from edgeagent.distill.workflow import score
         from edgeagent.workloads import ha_intents
 
-        test = build.examples("test", ha_intents.load_tokenizer())
-        teacher_meta["test"] = build.score(predict(load_joint(teacher), test, output_names=build.OUTPUTS), test)
+        workload = ha_intents.HAIntents()
+        teacher_meta["test"] = score(workload.task, load_joint(teacher), workload.training_examples("test"))
     student_meta = json.loads((student / "config.json").read_text())
     int8_check = json.loads((int8 / "manifest.json").read_text())["int8_check"]
 

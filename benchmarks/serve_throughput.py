@@ -126,7 +126,7 @@ def main() -> int:
 
     if args.artifacts is None:
         args.artifacts = agent_folder()
-        if not (args.artifacts / "labels.json").is_file():
+        if not (args.artifacts / "agent.json").is_file():
             build()
     texts = [e.text for e in ha_intents.generate("test")]
     agent = EdgeAgent.load(args.artifacts, backend=args.backend, precision=args.precision)

@@ -294,13 +294,19 @@ def host_target() -> Target:
     from edgeagent.hostinfo import cpu_flags, memory_bytes, usable_cpus
 
     flags = cpu_flags()
-    usable = [name for name, entry in backend_entries().items()
-              if entry.backend is not None and entry.backend.available()]
+    # Preference: each backend's host_rank (TensorRT where a GPU makes it usable, then ONNX Runtime,
+    # the core dependency, then the rest), the name breaking ties, so the order never depends on
+    # which plug-ins happen to sort first.
+    usable = sorted((entry.backend for entry in backend_entries().values()
+                     if entry.backend is not None and entry.backend.available()),
+                    key=lambda backend: (backend.host_rank, backend.name))
     cpus = usable_cpus()
+    # INT8 first: it is what an agent runs on a device; the bench measures both either way.
     return Target(name=HOST, description=f"this machine ({platform.node() or 'unknown host'})",
                   architecture=normalise_arch(platform.machine()),
                   isa=tuple(k for k in KNOWN_ISA if flags.get(k)), cores=cpus, threads=cpus,
-                  memory_bytes=memory_bytes(), backends=tuple(BackendPreset(n) for n in usable),
+                  memory_bytes=memory_bytes(),
+                  backends=tuple(BackendPreset(b.name, precisions=("int8", "fp32")) for b in usable),
                   runs_on=("self-hosted",))
 
 

@@ -161,22 +161,17 @@ def random_feeds(ir, batch: int = 2, sequence: int = 12, seed: int = 0) -> dict[
 def agent_folder(folder: Path) -> Path:
     """A real (tiny) joint intent + slot model, fine-tuned on ha-intents for a few seconds, exported
     and compiled (onnxruntime fp32 and dynamic int8) into an agent folder as `edgeagent demo` lays it out."""
-    import json
-    import shutil
-
     import edgeagent
-    from edgeagent.agent import build
-    from edgeagent.agent.runtime import LABELS_FILE, TOKENIZER_FILE
+    from edgeagent.agent.runtime import write_agent_folder
+    from edgeagent.distill.workflow import export_model
     from edgeagent.workloads import ha_intents
-    from tests.test_distill import FAST, tiny_teacher
+    from tests.distill.test_distill import FAST, TASK, tiny_teacher
 
-    tokenizer = ha_intents.load_tokenizer()
-    train = build.examples("train", tokenizer)[:1500]
-    model = edgeagent.distill.finetune(tiny_teacher(train, tokenizer), train, epochs=3, lr=3e-3, **FAST)
-    path = build.export_joint(model, folder / "model.onnx")
+    workload = ha_intents.HAIntents(split="dev")
+    train = workload.training_examples("train")[:1500]
+    model = edgeagent.distill.finetune(tiny_teacher(train, workload.tokenizer), train, epochs=3, lr=3e-3, **FAST)
+    path = export_model(TASK, model, folder / "model.onnx")
     agent = folder / "agent"
     edgeagent.compile(path, "onnxruntime", "fp32", out=agent / "onnxruntime-fp32")
     edgeagent.compile(path, "onnxruntime", "int8", options={"int8": "dynamic"}, out=agent / "onnxruntime-int8")
-    shutil.copyfile(ha_intents.default_tokenizer_path(), agent / TOKENIZER_FILE)
-    (agent / LABELS_FILE).write_text(json.dumps(build.label_names()))
-    return agent
+    return write_agent_folder(agent, TASK, tokenizer=workload.tokenizer_path)

@@ -28,7 +28,8 @@ def test_backends_json(capsys):
     assert rows["onnxruntime"]["available"] is True
     for name in ("openvino", "tensorrt"):
         assert {"name", "available", "reason", "version", "devices", "precisions"} <= set(rows[name])
-    assert rows["tensorrt"]["available"] is False and rows["tensorrt"]["reason"]
+    # Whatever this host has, an unavailable backend always says why.
+    assert rows["tensorrt"]["available"] or rows["tensorrt"]["reason"]
 
 
 def test_compile_int8_with_calibration_then_run(mlp_path, tmp_path, capsys):

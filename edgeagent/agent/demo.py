@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..paths import edgeagent_home
+
 TEACHER_EPOCHS = 3
 TEACHER_LR = 2e-4
 # The student trains on batches of sentences of similar length (Hugging Face's length-grouped
@@ -41,10 +43,9 @@ STUDENT_LR = 1e-4
 # Per-channel weight scales: on the demo student, slot F1 after dynamic INT8 measured 93.1 %
 # per tensor against 94.2 % per channel (fp32: 94.0 %).
 ORT_INT8 = {"int8": "dynamic", "per_channel": True}
-
-
-def edgeagent_home() -> Path:
-    return Path(os.environ.get("EDGEAGENT_HOME", Path.home() / ".cache" / "edgeagent")).expanduser()
+# The agent folder's layout (agent.json with the task and file hashes); bumped when it changes, so a
+# folder in an older layout is rebuilt from the cached student.
+AGENT_FORMAT = "agent/1"
 
 
 def agent_folder() -> Path:
@@ -87,80 +88,77 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
     from ..bench import BenchConfig, BenchProtocol, load_results, run_bench
     from ..bench.report import markdown_table, plot
     from ..distill import distill, load_joint, save_joint, student_from_teacher
-    from ..distill.trainer import predict
+    from ..distill.workflow import export_model, saved_labels, score, train_teacher
     from ..pipeline import compile as compile_model
     from ..workloads import ha_intents
-    from . import build as train
-    from .runtime import LABELS_FILE, TOKENIZER_FILE
+    from .runtime import AGENT_FILE, write_agent_folder
 
     work = edgeagent_home() / "ha-intents"
     work.mkdir(parents=True, exist_ok=True)
-    tokenizer_path = ha_intents.default_tokenizer_path()
-    tokenizer = ha_intents.load_tokenizer(tokenizer_path)
+    workload = ha_intents.HAIntents(split="test")
+    task = workload.task
     timings: dict[str, float] = {}
     teacher_dir, student_dir = work / "teacher", work / "student"
     data = ha_intents.data_fingerprint()
     # The student and the agent folder also depend on their recipes: changing one rebuilds them.
     teacher_key = f"{data}:{json.dumps([TEACHER_EPOCHS, TEACHER_LR])}"
-    student_recipe = [STUDENT, STUDENT_EPOCHS, STUDENT_LR, STUDENT_TRANSFER, train.TRANSFER_LISTS,
-                      train.TRANSFER_VERSION, STUDENT_GROUP_BY_LENGTH]
+    student_recipe = [STUDENT, STUDENT_EPOCHS, STUDENT_LR, STUDENT_TRANSFER, ha_intents.TRANSFER_LISTS,
+                      ha_intents.TRANSFER_VERSION, STUDENT_GROUP_BY_LENGTH]
     student_key = f"{teacher_key}:{json.dumps(student_recipe, sort_keys=True)}"
-    agent_key = f"{student_key}:{json.dumps(ORT_INT8, sort_keys=True)}"
+    agent_key = f"{student_key}:{json.dumps(ORT_INT8, sort_keys=True)}:{AGENT_FORMAT}"
     _forget_stale([(teacher_dir / "config.json", teacher_dir, teacher_key),
                    (student_dir / "config.json", student_dir, student_key),
-                   (agent_folder() / LABELS_FILE, agent_folder(), agent_key)], work / "bench.json")
+                   (agent_folder() / AGENT_FILE, agent_folder(), agent_key)], work / "bench.json")
 
     start = _step("fine-tune the teacher (all-MiniLM-L6-v2, joint intent + slots)", (teacher_dir / "config.json").is_file())
     if not (teacher_dir / "config.json").is_file():
-        teacher = train.train_teacher(tokenizer, epochs=TEACHER_EPOCHS, lr=TEACHER_LR,
-                                      checkpoint_dir=work / "teacher.checkpoints", progress=progress)
-        test = train.examples("test", tokenizer)
-        save_joint(teacher, teacher_dir, labels=train.label_names(), tokenizer=tokenizer_path,
-                   extra={"kind": "teacher", "data": teacher_key, "test": train.score(predict(teacher, test, output_names=train.OUTPUTS), test)})
-        train.export_joint(teacher, teacher_dir / "teacher.onnx")
+        teacher = train_teacher(workload, epochs=TEACHER_EPOCHS, lr=TEACHER_LR,
+                                checkpoint_dir=work / "teacher.checkpoints", progress=progress)
+        save_joint(teacher, teacher_dir, labels=saved_labels(task), tokenizer=workload.tokenizer_path,
+                   extra={"kind": "teacher", "data": teacher_key,
+                          "test": score(task, teacher, workload.training_examples("test"))})
+        export_model(task, teacher, teacher_dir / "teacher.onnx")
     timings["teacher_s"] = time.perf_counter() - start
 
     start = _step(f"distil the student ({STUDENT})", (student_dir / "config.json").is_file())
     if not (student_dir / "config.json").is_file():
         teacher = load_joint(teacher_dir)
-        examples = train.examples("train", tokenizer)
-        examples += train.transfer_examples(teacher, tokenizer, **STUDENT_TRANSFER)
-        student = student_from_teacher(teacher, task_data=[e["input_ids"] for e in examples], tokenizer=tokenizer,
-                                       **STUDENT)
-        student = distill(teacher, student, examples, eval=train.examples("dev", tokenizer), epochs=STUDENT_EPOCHS,
-                          lr=STUDENT_LR, output_names=train.OUTPUTS, labels=train.LABELS, metric=train.metric,
-                          hidden_loss="mse", patience=2, group_by_length=STUDENT_GROUP_BY_LENGTH,
-                          checkpoint_dir=work / "student.checkpoints", progress=progress)
-        test = train.examples("test", tokenizer)
-        save_joint(student, student_dir, labels=train.label_names(), tokenizer=tokenizer_path,
+        examples = workload.training_examples("train")
+        examples += workload.transfer_examples(teacher, **STUDENT_TRANSFER)
+        student = student_from_teacher(teacher, task_data=[e["input_ids"] for e in examples],
+                                       tokenizer=workload.tokenizer, **STUDENT)
+        student = distill(teacher, student, examples, eval=workload.training_examples("dev"), task=task,
+                          epochs=STUDENT_EPOCHS, lr=STUDENT_LR, hidden_loss="mse", patience=2,
+                          group_by_length=STUDENT_GROUP_BY_LENGTH, checkpoint_dir=work / "student.checkpoints",
+                          progress=progress)
+        save_joint(student, student_dir, labels=saved_labels(task), tokenizer=workload.tokenizer_path,
                    extra={"kind": "student", "data": student_key, "init": getattr(student, "init_report", {}),
-                          "transfer": {**STUDENT_TRANSFER, "lists": list(train.TRANSFER_LISTS),
-                                       "version": train.TRANSFER_VERSION,
+                          "transfer": {**STUDENT_TRANSFER, "lists": list(ha_intents.TRANSFER_LISTS),
+                                       "version": ha_intents.TRANSFER_VERSION,
                                        "training_sentences": len(examples)},
-                          "test": train.score(predict(student, test, output_names=train.OUTPUTS), test)})
-        train.export_joint(student, student_dir / "student.onnx")
+                          "test": score(task, student, workload.training_examples("test"))})
+        export_model(task, student, student_dir / "student.onnx")
     timings["student_s"] = time.perf_counter() - start
 
     folder = agent_folder()
     backends = [row["name"] for row in list_backends() if row["available"]]
-    start = _step(f"compile the student: fp32 and int8 on {backends}", (folder / LABELS_FILE).is_file())
-    if not (folder / LABELS_FILE).is_file():
+    start = _step(f"compile the student: fp32 and int8 on {backends}", (folder / AGENT_FILE).is_file())
+    if not (folder / AGENT_FILE).is_file():
         staging = folder.with_name(".agent.building")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        workload = ha_intents.HAIntents(split="train", limit=256)
+        calibration_data = ha_intents.HAIntents(split="train", limit=256)
         from ..ir import load
 
         ir = load(student_dir / "student.onnx")
         for backend in backends:
             for precision in ("fp32", "int8"):
                 options = ORT_INT8 if backend == "onnxruntime" and precision == "int8" else None
-                calibration = workload.calibration(ir.inputs) if precision == "int8" and options is None else None
+                calibration = calibration_data.calibration(ir.inputs) if precision == "int8" and options is None \
+                    else None
                 compile_model(ir, backend, precision, calibration=calibration, options=options,
                               out=staging / f"{backend}-{precision}")
-        shutil.copyfile(tokenizer_path, staging / TOKENIZER_FILE)
-        (staging / LABELS_FILE).write_text(json.dumps({**train.label_names(), "language": "en", "data": agent_key},
-                                                      indent=1))
+        write_agent_folder(staging, task, tokenizer=workload.tokenizer_path, extra={"data": agent_key})
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(staging, folder)
     timings["compile_s"] = time.perf_counter() - start

@@ -1,183 +1,147 @@
 """Text → ToolCall with no torch or transformers: `tokenizers`, any backend's Session, numpy.
 
-The Decoder tokenizes (truncating to the model's length and saying so), runs the session, and
-turns BIO tags back into slot values: numbers become ints, words from Home Assistant's closed
-lists (colours, brightness levels, states) become the list's value, names stay as said.
+An agent folder holds `agent.json` (the task that reads the model's outputs, and the sha256 of
+every file beside the artifacts), the tokenizer, and one artifact folder per backend and
+precision (as `edgeagent demo` writes them). `EdgeAgent` knows no task's internals: the task's
+reader turns text into feeds and outputs into a `ToolCall`.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from dataclasses import dataclass, field
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ..artifact import MAX_MANIFEST_BYTES, Artifact, atomic_write_text, open_artifact
+from ..errors import ArtifactError, InputError
+from ..ir import sha256_file
+from ..tasks import NOT_UNDERSTOOD, Task, ToolCall, task_from_json
 
-from ..workloads import ha_intents
-
-NOT_UNDERSTOOD = "not_understood"
-
-
-@dataclass
-class ToolCall:
-    """What the agent understood: an intent with its slots, or `not_understood`."""
-
-    intent: str
-    slots: dict[str, Any] = field(default_factory=dict)
-    confidence: float = 0.0
-    latency_ms: float = 0.0
-    text: str = ""
-    truncated: bool = False
-
-    @property
-    def understood(self) -> bool:
-        return self.intent != NOT_UNDERSTOOD
-
-    def to_json(self) -> dict[str, Any]:
-        return {"text": self.text, "intent": self.intent, "slots": self.slots, "confidence": self.confidence,
-                "latency_ms": self.latency_ms, "truncated": self.truncated}
-
-
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-class Decoder:
-    """Tokenizer + label names + slot-value normalisation for one model family."""
-
-    def __init__(self, tokenizer, intents, tags, *, max_length: int = 64, threshold: float = 0.5,
-                 value_table: dict[str, dict[str, Any]] | None = None) -> None:
-        self.tokenizer, self.intents, self.tags = tokenizer, list(intents), list(tags)
-        self.max_length, self.threshold = max_length, threshold
-        self.value_table = value_table or {}
-        self.scheme = ha_intents.tag_scheme(self.tags)
-        tokenizer.no_truncation()  # truncation is done here, so that it can be reported
-
-    @classmethod
-    def for_workload(cls, tokenizer, language: str = "en", **kwargs) -> Decoder:
-        intents, tags = ha_intents.label_space(language)
-        return cls(tokenizer, intents, tags, value_table=closed_list_values(language), **kwargs)
-
-    def encode(self, text: str):
-        encoding = self.tokenizer.encode(text)
-        ids = encoding.ids
-        truncated = len(ids) > self.max_length
-        if truncated:  # keep the closing special token
-            ids = ids[:self.max_length - 1] + ids[-1:]
-        return np.asarray([ids], np.int64), encoding, truncated
-
-    def act(self, session, text: str) -> ToolCall:
-        start = time.perf_counter()
-        if not isinstance(text, str) or not text.strip():
-            return ToolCall(NOT_UNDERSTOOD, text=text if isinstance(text, str) else "",
-                            latency_ms=(time.perf_counter() - start) * 1e3)
-        ids, encoding, truncated = self.encode(text)
-        outputs = session.run(self._feeds(session, ids, np.ones_like(ids)))
-        call = self.decode(outputs["intent_logits"][0], outputs["slot_logits"][0], encoding, text)
-        call.truncated = truncated
-        call.latency_ms = (time.perf_counter() - start) * 1e3
-        return call
-
-    def act_batch(self, session, texts: list[str]) -> list[ToolCall]:
-        """act() for many utterances in one model call, padded to the longest.
-
-        Gives the same calls as act() one by one (padding is masked); each call's latency_ms is
-        the whole batch's time, which is what each caller waited for. Empty or non-string items
-        are not understood and do not reach the model.
-        """
-        start = time.perf_counter()
-        calls: list[ToolCall | None] = [None] * len(texts)
-        live = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-        for i in set(range(len(texts))) - set(live):
-            calls[i] = ToolCall(NOT_UNDERSTOOD, text=texts[i] if isinstance(texts[i], str) else "")
-        if live:
-            encoded = [self.encode(texts[i]) for i in live]
-            width = max(ids.shape[1] for ids, _, _ in encoded)
-            ids = np.zeros((len(live), width), np.int64)  # 0 is [PAD] in BERT vocabularies
-            mask = np.zeros_like(ids)
-            for row, (item_ids, _, _) in enumerate(encoded):
-                ids[row, :item_ids.shape[1]] = item_ids[0]
-                mask[row, :item_ids.shape[1]] = 1
-            outputs = session.run(self._feeds(session, ids, mask))
-            for row, (i, (item_ids, encoding, truncated)) in enumerate(zip(live, encoded)):
-                length = item_ids.shape[1]
-                call = self.decode(outputs["intent_logits"][row], outputs["slot_logits"][row, :length],
-                                   encoding, texts[i])
-                call.truncated = truncated
-                calls[i] = call
-        elapsed = (time.perf_counter() - start) * 1e3
-        for call in calls:
-            call.latency_ms = elapsed
-        return calls
-
-    @staticmethod
-    def _feeds(session, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if any(s.name == "token_type_ids" for s in session.inputs):
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        return feeds
-
-    def decode(self, intent_logits: np.ndarray, slot_logits: np.ndarray, encoding, text: str) -> ToolCall:
-        # The winner's softmax probability, without normalising the other 41: 1 / sum(exp(x - max)).
-        best = int(intent_logits.argmax())
-        confidence = 1.0 / float(np.exp(intent_logits.astype(np.float64) - float(intent_logits[best])).sum())
-        if confidence < self.threshold:
-            return ToolCall(NOT_UNDERSTOOD, confidence=confidence, text=text)
-        tag_ids = slot_logits.argmax(-1).tolist()
-        slots: dict[str, Any] = {}
-        if any(tag_ids):  # most commands' tokens are not all O, but questions often are
-            words = encoding.word_ids
-            if len(words) > len(tag_ids):  # truncated: the model's last token is the closing one
-                words = words[:len(tag_ids) - 1] + [None]
-            # Special tokens (no word) never carry a slot.
-            tag_ids = [t if w is not None else self.scheme.outside for t, w in zip(tag_ids, words)]
-            tag_ids = ha_intents.word_level(tag_ids, words, self.scheme)
-            offsets = encoding.offsets
-            for start, end, slot in sorted(ha_intents.tag_spans(tag_ids, self.scheme)):
-                surface = text[offsets[start][0]:offsets[end - 1][1]]
-                slots.setdefault(slot, self.normalise(slot, surface))
-        return ToolCall(self.intents[best], slots, confidence, text=text)
-
-    def normalise(self, slot: str, surface: str) -> Any:
-        words = surface.strip().lower()
-        table = self.value_table.get(slot)
-        if table and words in table:
-            return table[words]
-        if words.isdigit():
-            return int(words)
-        if _NUMBER.fullmatch(words):
-            return float(words) if ("." in words or "e" in words) else int(words)
-        return surface.strip()
-
-
-def closed_list_values(language: str = "en") -> dict[str, dict[str, Any]]:
-    """slot → {spoken text → value} for Home Assistant's closed lists (colours, states, levels)."""
-    from hassil.intents import TextSlotList
-    from hassil.sample import sample_expression
-
-    intents = ha_intents.load_templates(language)
-    slot_for_list = ha_intents.slots_by_list(language)
-    table: dict[str, dict[str, Any]] = {}
-    for list_name, slot_list in intents.slot_lists.items():
-        if not isinstance(slot_list, TextSlotList):
-            continue
-        for value in slot_list.values:
-            out = value.value_out
-            for spoken in sample_expression(value.text_in, intents.slot_lists, intents.expansion_rules):
-                for slot in slot_for_list.get(list_name, ()):
-                    table.setdefault(slot, {}).setdefault(spoken.strip().lower(), out if out is not None else spoken)
-    return table
-
-
-LABELS_FILE = "labels.json"
+AGENT_FILE = "agent.json"
+AGENT_SCHEMA = "edgeagent.agent/1"
 TOKENIZER_FILE = "tokenizer.json"
+
+__all__ = ["AGENT_FILE", "NOT_UNDERSTOOD", "TOKENIZER_FILE", "EdgeAgent", "ToolCall", "choose_artifact",
+           "read_agent_folder", "write_agent_folder"]
+
+
+def write_agent_folder(folder: str | os.PathLike, task: Task, *, tokenizer: str | os.PathLike,
+                       extra: Mapping[str, Any] | None = None) -> Path:
+    """Copy the tokenizer into `folder` and write `agent.json` with the task and the files' hashes.
+
+    The artifacts go into subfolders of `folder` (one per backend and precision), built by
+    `edgeagent.compile`; they carry their own manifests.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tokenizer, folder / TOKENIZER_FILE)
+    record = {"schema": AGENT_SCHEMA, "task": task.to_json(), "tokenizer": TOKENIZER_FILE,
+              "files": {TOKENIZER_FILE: sha256_file(folder / TOKENIZER_FILE)}, **dict(extra or {})}
+    atomic_write_text(folder / AGENT_FILE, json.dumps(record, indent=1, default=str) + "\n")
+    return folder
+
+
+def read_agent_folder(folder: str | os.PathLike) -> tuple[dict[str, Any], Task]:
+    """`agent.json` of an agent folder, checked, with its task rebuilt.
+
+    Raises:
+        InputError: not an agent folder.
+        ArtifactError: a malformed record, a listed file missing or modified, a task it cannot rebuild.
+    """
+    folder = Path(folder)
+    path = folder / AGENT_FILE
+    if not path.is_file():
+        raise InputError(f"{folder} is not an agent folder (it needs {AGENT_FILE}, {TOKENIZER_FILE} and "
+                         "artifacts); build one with `edgeagent demo`", field="artifacts")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes; refused")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} does not parse as JSON ({exc}); rebuild the agent folder") from None
+    if not isinstance(record, dict) or record.get("schema") != AGENT_SCHEMA:
+        found = record.get("schema") if isinstance(record, dict) else type(record).__name__
+        raise ArtifactError(f"{path} has schema {found!r}, this edgeagent reads {AGENT_SCHEMA!r}; rebuild the "
+                            "agent folder with this version (`edgeagent demo`)")
+    files = record.get("files")
+    if not isinstance(files, dict) or record.get("tokenizer") not in files:
+        raise ArtifactError(f"{path} lists no hash for its tokenizer; rebuild the agent folder")
+    for name, expected in files.items():
+        candidate = folder / str(name)
+        if Path(str(name)).name != str(name) or candidate.is_symlink() or not candidate.is_file():
+            raise ArtifactError(f"agent folder {folder}: {name} is missing, a symlink or not a plain file name; "
+                                "copy the whole folder again")
+        if sha256_file(candidate) != expected:
+            raise ArtifactError(f"agent folder {folder}: {name} was modified since the folder was built; "
+                                "copy the folder again or rebuild it")
+    try:
+        task = task_from_json(record.get("task"))
+    except InputError as exc:
+        raise ArtifactError(f"{path}: its task cannot be rebuilt: {exc}") from None
+    return record, task
+
+
+def choose_artifact(found: Sequence[Artifact], *, backend: str | None = None, precision: str | None = None,
+                    target: Any = None) -> Artifact:
+    """The artifact to run: the requested backend and precision, else the target's preference order
+    (backends in its order, precisions in each preset's order) among those usable here.
+
+    Raises:
+        InputError: an unknown backend, or no usable artifact (the present ones are listed).
+    """
+    from ..backend import backend_entries
+    from ..targets import get_target
+
+    entries = backend_entries()
+    if backend is not None and backend not in entries:
+        raise InputError(f"unknown backend {backend!r}; registered backends: {sorted(entries)}", field="backend")
+    usable = [a for a in found if (backend is None or a.backend == backend)
+              and (precision is None or a.precision == precision)
+              and entries.get(a.backend) is not None and entries[a.backend].backend is not None
+              and entries[a.backend].backend.available()]
+    if not usable:
+        present = [f"{a.backend}/{a.precision}" for a in found]
+        raise InputError(f"no usable artifact for backend={backend or 'any'}, precision={precision or 'any'}; "
+                         f"present: {present}", field="backend")
+    presets = get_target(target).backends
+    order = {p.name: i for i, p in reversed(list(enumerate(presets)))}
+
+    def rank(artifact: Artifact) -> tuple[int, int, str]:
+        preset = next((p for p in presets if p.name == artifact.backend), None)
+        precisions = list(preset.precisions) if preset else []
+        return (order.get(artifact.backend, len(order)),
+                precisions.index(artifact.precision) if artifact.precision in precisions else len(precisions),
+                artifact.path.name)
+
+    return min(usable, key=rank)
+
+
+def load_tokenizer_file(path: Path):
+    """A `tokenizers.Tokenizer` from tokenizer.json, without padding or truncation.
+
+    Raises:
+        InputError: `tokenizers` is missing, or the file does not parse as a tokenizer.
+    """
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise InputError("the agent needs tokenizers: pip install 'edgeagent[agent]'") from None
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+        raise ArtifactError(f"{path} is not a tokenizer file the tokenizers library reads: {exc}") from None
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 class EdgeAgent:
     """Utterance → ToolCall → tool, on any backend, with no torch at run time.
 
-    An agent folder holds `tokenizer.json`, `labels.json` and one artifact folder per backend
-    and precision (as `edgeagent demo` writes them). Tools register per intent:
+    Tools register per intent (tool name):
 
         agent = EdgeAgent.load("~/.cache/edgeagent/agent")
         @agent.tool("HassTurnOn")
@@ -185,80 +149,55 @@ class EdgeAgent:
         agent.handle("turn on the kitchen light")
     """
 
-    def __init__(self, session, decoder: Decoder, *, artifact=None) -> None:
-        self.session, self.decoder, self.artifact = session, decoder, artifact
+    def __init__(self, session, reader, *, artifact: Artifact | None = None, task: Task | None = None) -> None:
+        self.session, self.reader, self.artifact, self.task = session, reader, artifact, task
         self.tools: dict[str, Any] = {}
 
     @classmethod
-    def load(cls, artifacts, *, backend: str | None = None, precision: str | None = None,
-             threshold: float = 0.5, options: Any = None) -> EdgeAgent:
+    def load(cls, artifacts: str | os.PathLike, *, backend: str | None = None, precision: str | None = None,
+             threshold: float | None = None, options: Any = None, target: Any = None) -> EdgeAgent:
         """Open the best matching artifact in an agent folder.
 
         Args:
             artifacts: the agent folder.
-            backend, precision: which artifact (default: int8 on onnxruntime if present, else the
-                first usable one in the folder).
-            threshold: intent confidence below which the answer is `not_understood`.
+            backend, precision: which artifact (default: the host target's preference order among
+                the artifacts usable here).
+            threshold: confidence below which the answer is `not_understood` (default: the task's).
             options: the backend's load options, e.g. {"threads": "auto"} for onnxruntime.
+            target: the target whose backend preference and threads apply (default: this host).
 
         Raises:
             InputError: no such folder, no artifact matching the request (the present ones are listed).
+            ArtifactError: a modified file, or labels that do not fit the model's outputs.
         """
-        import json
-        from pathlib import Path
-
-        from ..artifact import open_artifact
-        from ..backend import backend_entries
-        from ..errors import InputError
         from ..pipeline import load_session
 
         folder = Path(artifacts).expanduser()
-        if not (folder / LABELS_FILE).is_file() or not (folder / TOKENIZER_FILE).is_file():
-            raise InputError(f"{folder} is not an agent folder (it needs {LABELS_FILE}, {TOKENIZER_FILE} and "
-                             "artifacts); build one with `edgeagent demo`", field="artifacts")
-        if backend is not None and backend not in backend_entries():
-            raise InputError(f"unknown backend {backend!r}; registered backends: {sorted(backend_entries())}",
-                             field="backend")
-        found = []
-        for path in sorted(p for p in folder.iterdir() if (p / "manifest.json").is_file()):
-            artifact = open_artifact(path)
-            found.append(artifact)
-        usable = [a for a in found if (backend is None or a.backend == backend)
-                  and (precision is None or a.precision == precision)]
-        entries = backend_entries()
-        usable = [a for a in usable if entries.get(a.backend) and entries[a.backend].backend
-                  and entries[a.backend].backend.available()]
-        if not usable:
-            present = [f"{a.backend}/{a.precision}" for a in found]
-            raise InputError(f"no usable artifact for backend={backend or 'any'}, precision={precision or 'any'} "
-                             f"in {folder}; present: {present}", field="backend")
-        preferred = sorted(usable, key=lambda a: (a.backend != "onnxruntime", a.precision != "int8"))
-        artifact = preferred[0]
-        labels = json.loads((folder / LABELS_FILE).read_text(encoding="utf-8"))
-        tokenizer = ha_intents.load_tokenizer(folder / TOKENIZER_FILE)
-        decoder = Decoder(tokenizer, labels["intents"], labels["tags"], threshold=threshold,
-                          value_table=closed_list_values(labels.get("language", "en")))
-        return cls(load_session(artifact, options=options), decoder, artifact=artifact)
+        record, task = read_agent_folder(folder)
+        found = [open_artifact(p) for p in sorted(folder.iterdir()) if (p / "manifest.json").is_file()]
+        artifact = choose_artifact(found, backend=backend, precision=precision, target=target)
+        task.check_outputs(artifact.outputs, f"agent folder {folder}, artifact {artifact.path.name}")
+        reader = task.reader(load_tokenizer_file(folder / record["tokenizer"]), threshold=threshold)
+        return cls(load_session(artifact, options=options, target=target), reader, artifact=artifact, task=task)
 
     def act(self, text: str) -> ToolCall:
         """Understand one utterance; never raises for bad text (empty text is not understood)."""
-        return self.decoder.act(self.session, text)
+        return self.reader.act(self.session, text)
 
     @property
     def batch_invariant(self) -> bool:
-        """Whether an utterance's answer is the same alone and in a batch.
+        """Whether an utterance's answer is the same alone and in a batch: the task must mask its
+        padding and the backend's recipe must not depend on batch mates (the artifact says which;
+        dynamic INT8, which scales activations from the whole batch tensor, does)."""
+        task_ok = self.task is None or self.task.batch_invariant
+        return task_ok and (self.artifact is None or self.artifact.batch_invariant)
 
-        Not so for dynamic INT8, which scales activations per call from the whole batch tensor:
-        a batched answer would depend on its neighbours.
-        """
-        return self.artifact is None or self.artifact.recipe.get("name") != "dynamic"
-
-    def act_batch(self, texts: list[str]) -> list[ToolCall]:
+    def act_batch(self, texts: Sequence[str]) -> list[ToolCall]:
         """act() for many utterances: one padded model call where that gives the same answers
         as one by one (see `batch_invariant`), else one call each."""
         texts = list(texts)
         if self.batch_invariant:
-            return self.decoder.act_batch(self.session, texts)
+            return self.reader.act_batch(self.session, texts)
         return [self.act(text) for text in texts]
 
     def tool(self, intent: str):

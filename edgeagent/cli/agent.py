@@ -7,9 +7,10 @@ import sys
 
 
 def register(sub) -> None:
-    agent = sub.add_parser("agent", help="the home-assistant agent: predict tool calls, or chat with a simulated home")
+    agent = sub.add_parser("agent", help="an agent folder: predict tool calls, or chat with a simulated home")
     actions = agent.add_subparsers(dest="action", metavar="ACTION", required=True)
-    predict = actions.add_parser("predict", help="one JSON object per input line: text, intent, slots, confidence")
+    predict = actions.add_parser("predict", help="one JSON object per input line: text, intent (the tool), slots "
+                                 "(its arguments), confidence")
     predict.add_argument("text", nargs="?", help="an utterance (else --file, else standard input)")
     predict.add_argument("--file", help="one utterance per line")
     chat = actions.add_parser("chat", help="talk to the simulated home")
@@ -26,12 +27,12 @@ def register(sub) -> None:
 
 def _agent(args):
     from ..agent.demo import agent_folder, build
-    from ..agent.runtime import LABELS_FILE, EdgeAgent
+    from ..agent.runtime import AGENT_FILE, EdgeAgent
 
     folder = args.artifacts
     if folder is None:
         folder = agent_folder()
-        if not (folder / LABELS_FILE).is_file():
+        if not (folder / AGENT_FILE).is_file():
             print("no agent artifacts yet: building them with `edgeagent demo` first", file=sys.stderr)
             build()
     return EdgeAgent.load(folder, backend=args.backend, precision=args.precision)

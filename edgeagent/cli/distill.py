@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from ._common import parse_key_values
 
-TRAINABLE = ("ha-intents",)
 STUDENT_KEYS = {"layers": int, "hidden": int, "heads": int, "ffn": int, "vocab": str, "common_tokens": int,
                 "architecture": str}
 
 
 def register(sub) -> None:
     distill = sub.add_parser("distill", help="distil a small student from a fine-tuned teacher (train extra)")
-    distill.add_argument("--workload", required=True, help=f"training data and metric ({', '.join(TRAINABLE)})")
+    distill.add_argument("--workload", required=True, help="a trainable workload: its data, task and metric")
     distill.add_argument("--teacher", required=True, help="teacher folder written by `edgeagent finetune`")
     distill.add_argument("--student", default="layers=1,hidden=192",
                          help="student shape: layers=N,hidden=N[,heads=N,ffn=N,vocab=task|full,common_tokens=N,"
@@ -27,7 +26,7 @@ def register(sub) -> None:
     _common(distill, epochs=10, lr=2e-3)
     distill.set_defaults(handler=handle_distill)
     finetune = sub.add_parser("finetune", help="fine-tune a teacher on a workload (train extra)")
-    finetune.add_argument("--workload", required=True, help=f"training data and metric ({', '.join(TRAINABLE)})")
+    finetune.add_argument("--workload", required=True, help="a trainable workload: its data, task and metric")
     finetune.add_argument("--base", default=None,
                           help="Hugging Face id or folder (default: all-MiniLM-L6-v2, offline)")
     _common(finetune, epochs=2, lr=8e-5)
@@ -47,12 +46,14 @@ def _common(parser, *, epochs: int, lr: float) -> None:
     parser.add_argument("--out", required=True, help="the model folder")
 
 
-def _workload(name: str):
-    from ..errors import InputError
+def _workload(name: str, tokenizer=None):
+    """The trainable workload `name`, reading ids with `tokenizer` where one is given."""
+    from ..distill.workflow import require_trainable
+    from ..workloads import get_workload
 
-    if name not in TRAINABLE:
-        raise InputError(f"workload {name!r} has no training data; trainable workloads: {list(TRAINABLE)}",
-                         field="workload")
+    workload = get_workload(name, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
+    require_trainable(workload)
+    return workload
 
 
 def _student_shape(text: str) -> dict:
@@ -72,23 +73,21 @@ def _student_shape(text: str) -> dict:
     return shape
 
 
-def _finish(model, args, tokenizer, tokenizer_path, kind: str, extra: dict) -> int:
+def _finish(model, args, workload, tokenizer_path, kind: str, extra: dict) -> int:
     from pathlib import Path
 
-    from ..agent import build
     from ..distill import save_joint
-    from ..distill.trainer import predict
+    from ..distill.workflow import export_model, saved_labels, score
 
-    test = build.examples("test", tokenizer, seed=args.seed)
-    scores = build.score(predict(model, test, output_names=build.OUTPUTS), test)
-    folder = save_joint(model, args.out, labels=build.label_names(), tokenizer=tokenizer_path,
-                        extra={"kind": kind, "test": scores, "history": getattr(model, "training_history", []),
-                               **extra})
+    scores = score(workload.task, model, workload.training_examples("test", seed=args.seed))
+    folder = save_joint(model, args.out, labels=saved_labels(workload.task), tokenizer=tokenizer_path,
+                        extra={"kind": kind, "workload": workload.name, "test": scores,
+                               "history": getattr(model, "training_history", []), **extra})
     # The ONNX file is named after the folder, so bench cells of a teacher and a student differ.
     onnx_path = Path(folder) / f"{Path(folder).name}.onnx"
     if not args.no_export:
-        build.export_joint(model, onnx_path)
-    print(f"{kind} → {folder}: test intent accuracy {scores['intent_accuracy']:.4f}, slot F1 {scores['slot_f1']:.4f}"
+        export_model(workload.task, model, onnx_path)
+    print(f"{kind} → {folder}: test " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
           + ("" if args.no_export else f"; ONNX at {onnx_path}"))
     return 0
 
@@ -96,50 +95,41 @@ def _finish(model, args, tokenizer, tokenizer_path, kind: str, extra: dict) -> i
 def handle_finetune(args) -> int:
     from pathlib import Path
 
-    from ..agent import build
-    from ..distill import finetune
-    from ..workloads import ha_intents
+    from ..distill.workflow import train_teacher
 
-    _workload(args.workload)
-    tokenizer_path = ha_intents.default_tokenizer_path()
-    tokenizer = ha_intents.load_tokenizer(tokenizer_path)
-    train = build.examples("train", tokenizer, seed=args.seed)[:args.limit]
-    model = finetune(build.new_teacher(args.base), train, eval=build.examples("dev", tokenizer, seed=args.seed),
-                     epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                     output_names=build.OUTPUTS, labels=build.LABELS, metric=build.metric,
-                     group_by_length=args.group_by_length,
-                     checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"), resume=args.resume)
-    return _finish(model, args, tokenizer, tokenizer_path, "teacher", {"base": args.base})
+    workload = _workload(args.workload)
+    model = train_teacher(workload, base=args.base, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                          seed=args.seed, limit=args.limit, group_by_length=args.group_by_length,
+                          checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
+                          resume=args.resume)
+    return _finish(model, args, workload, workload.tokenizer_path, "teacher", {"base": args.base})
 
 
 def handle_distill(args) -> int:
     from pathlib import Path
 
-    from ..agent import build
     from ..distill import distill, load_joint, student_from_teacher
     from ..errors import InputError
-    from ..workloads import ha_intents
 
-    _workload(args.workload)
     shape = _student_shape(args.student)
     if args.augment < 0:
         raise InputError(f"--augment must be 0 or more, got {args.augment}", field="--augment")
     teacher = load_joint(args.teacher)
     tokenizer_path = Path(args.teacher) / "tokenizer.json"
-    if not tokenizer_path.is_file():  # a teacher folder saved without its tokenizer
-        tokenizer_path = ha_intents.default_tokenizer_path()
-    tokenizer = ha_intents.load_tokenizer(tokenizer_path)
-    train = build.examples("train", tokenizer, seed=args.seed)[:args.limit]
+    # The teacher's own tokenizer, where the folder has it: teacher and student read the same ids.
+    workload = _workload(args.workload, tokenizer_path if tokenizer_path.is_file() else None)
+    train = workload.training_examples("train", seed=args.seed)[:args.limit]
     if args.augment:
-        train = train + build.transfer_examples(teacher, tokenizer, args.augment, seed=args.seed)
-    student = student_from_teacher(teacher, task_data=[e["input_ids"] for e in train], tokenizer=tokenizer,
+        if not callable(getattr(workload, "transfer_examples", None)):
+            raise InputError(f"workload {workload.name!r} has no transfer set: --augment needs one", field="--augment")
+        train = train + workload.transfer_examples(teacher, args.augment, seed=args.seed)
+    student = student_from_teacher(teacher, task_data=[e["input_ids"] for e in train], tokenizer=workload.tokenizer,
                                    seed=args.seed, **shape)
-    student = distill(teacher, student, train, eval=build.examples("dev", tokenizer, seed=args.seed),
-                      temperature=args.temperature, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
-                      batch_size=args.batch_size, seed=args.seed, hidden_loss=args.hidden_loss,
-                      output_names=build.OUTPUTS, labels=build.LABELS, metric=build.metric, patience=args.patience,
-                      group_by_length=args.group_by_length,
+    student = distill(teacher, student, train, eval=workload.training_examples("dev", seed=args.seed),
+                      task=workload.task, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
+                      lr=args.lr, batch_size=args.batch_size, seed=args.seed, hidden_loss=args.hidden_loss,
+                      patience=args.patience, group_by_length=args.group_by_length,
                       checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"), resume=args.resume)
-    return _finish(student, args, tokenizer, tokenizer_path, "student",
+    return _finish(student, args, workload, workload.tokenizer_path, "student",
                    {"teacher": str(args.teacher), "init": getattr(student, "init_report", {}),
                     "augment": args.augment})

@@ -10,18 +10,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._callable_module import make_callable
-from .models import load_encoder, student_from_teacher
+from ..errors import InputError
+from ..tasks import Task
+from .models import load_encoder, model_for_task, student_from_teacher
 from .persist import load_joint, save_joint
 
-__all__ = ["distill", "finetune", "load_encoder", "load_joint", "save_joint", "student_from_teacher"]
+__all__ = ["distill", "finetune", "load_encoder", "load_joint", "model_for_task", "save_joint",
+           "student_from_teacher"]
 
 
 def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Sequence[Mapping[str, Any]] | None = None,
-            temperature: float = 2.0, alpha: float = 0.5, epochs: int = 10, lr: float = 1e-3,
-            batch_size: int = 32, seed: int = 0, hidden_loss: str | None = None, hidden_weight: float = 1.0,
-            output_names: Sequence[str] = ("logits",), labels: Mapping[str, str] | None = None,
-            metric: Callable | None = None, patience: int = 2, group_by_length: bool = False,
-            checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True):
+            task: Task | None = None, temperature: float = 2.0, alpha: float = 0.5, epochs: int = 10,
+            lr: float = 1e-3, batch_size: int = 32, seed: int = 0, hidden_loss: str | None = None,
+            hidden_weight: float = 1.0, output_names: Sequence[str] = ("logits",),
+            labels: Mapping[str, str] | None = None, metric: Callable | None = None, patience: int = 2,
+            group_by_length: bool = False, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+            progress: bool = True):
     """Train `student` to match `teacher` (and the labels, where the examples have them).
 
     Args:
@@ -30,6 +34,8 @@ def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Seque
         train: examples, each a mapping of numpy arrays: `input_ids`, `attention_mask` and,
             optionally, labels (see `labels`). Without labels the teacher's outputs are the targets.
         eval: labelled examples for early stopping on `metric` (default None: train all epochs).
+        task: the task whose heads the models carry (an `edgeagent.tasks` Task); it sets
+            `output_names`, `labels` and `metric` (its `training_metric`) unless they are given.
         temperature: softening T of both distributions (default 2.0).
         alpha: weight of the distillation term; 1 − alpha weighs cross-entropy (default 0.5).
         epochs, lr, batch_size, seed: training settings (defaults 10, 1e-3, 32, 0).
@@ -55,14 +61,15 @@ def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Seque
     """
     from .trainer import train as run
 
+    output_names, labels, metric = _from_task(task, output_names, labels, metric)
     return run(student, train, teacher=teacher, eval_set=eval, output_names=output_names, label_map=labels,
                temperature=temperature, alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                hidden_loss=hidden_loss, hidden_weight=hidden_weight, metric=metric, patience=patience,
                group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
 
 
-def finetune(model, train: Sequence[Mapping[str, Any]], *, eval=None, epochs: int = 3, lr: float = 5e-5,
-             batch_size: int = 32, seed: int = 0, output_names: Sequence[str] = ("logits",),
+def finetune(model, train: Sequence[Mapping[str, Any]], *, eval=None, task: Task | None = None, epochs: int = 3,
+             lr: float = 5e-5, batch_size: int = 32, seed: int = 0, output_names: Sequence[str] = ("logits",),
              labels: Mapping[str, str] | None = None, metric: Callable | None = None, patience: int = 2,
              group_by_length: bool = False, checkpoint_dir=None, resume: bool = False, progress: bool = True):
     """Supervised training with cross-entropy on every labelled head (how the teacher is made).
@@ -70,9 +77,22 @@ def finetune(model, train: Sequence[Mapping[str, Any]], *, eval=None, epochs: in
     The arguments are `distill`'s, without the teacher's."""
     from .trainer import train as run
 
+    output_names, labels, metric = _from_task(task, output_names, labels, metric)
     return run(model, train, teacher=None, eval_set=eval, output_names=output_names, label_map=labels,
                epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, metric=metric, patience=patience,
                group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+
+
+def _from_task(task: Task | None, output_names, labels, metric):
+    """Heads, label keys and the early-stopping metric from a task, where the caller gave none."""
+    if task is None:
+        return output_names, labels, metric
+    if not task.heads:
+        raise InputError(f"task {task.name!r} has no trainable heads (does it know its labels?)", field="task")
+    names = tuple(head.output for head in task.heads)
+    if tuple(output_names) == ("logits",):
+        output_names = names
+    return output_names, labels or {head.output: head.label for head in task.heads}, metric or task.training_metric
 
 
 make_callable(__name__, "distill")

@@ -198,6 +198,46 @@ def joint_encoder(encoder, num_intents: int, num_tags: int, token_map=None):
     return joint_encoder_class()(encoder, num_intents, num_tags, token_map)
 
 
+def classifier_encoder(encoder, num_classes: int, dropout: float = 0.1):
+    """Encoder + one mean-pooled classification head: forward(input_ids, attention_mask) → logits."""
+    torch, _ = _torch()
+    nn = torch.nn
+
+    class ClassifierEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.dropout = nn.Dropout(dropout)
+            self.head = nn.Linear(encoder.config.hidden_size, num_classes)
+
+        def forward(self, input_ids, attention_mask, return_hidden: bool = False):
+            states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            logits = self.head(self.dropout((states * mask).sum(1) / mask.sum(1).clamp(min=1.0)))
+            return (logits, states) if return_hidden else logits
+
+    return ClassifierEncoder()
+
+
+def model_for_task(encoder, task):
+    """The trainable model a task's heads need on top of `encoder`.
+
+    One sequence head and one token head (`intent-slots`) → a JointEncoder; one sequence head
+    (`sequence-classification`) → a mean-pooled classifier.
+
+    Raises:
+        InputError: heads of another shape, which no built-in model carries.
+    """
+    heads = tuple(task.heads)
+    if len(heads) == 2 and not heads[0].per_token and heads[1].per_token:
+        return joint_encoder(encoder, heads[0].classes, heads[1].classes)
+    if len(heads) == 1 and not heads[0].per_token:
+        return classifier_encoder(encoder, heads[0].classes)
+    raise InputError(f"no built-in model carries the heads of task {task.name!r} "
+                     f"({[(h.output, 'token' if h.per_token else 'sequence') for h in heads]}); build the "
+                     "model yourself and pass it to edgeagent.distill.finetune", field="task")
+
+
 def task_vocabulary(sequences, vocab: dict[str, int], common: int = 0) -> list[int]:
     """Teacher token ids the task's data uses, the special tokens and the `common` lowest-id
     vocabulary entries (in WordPiece vocabularies, single characters and frequent words), sorted.

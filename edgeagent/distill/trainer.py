@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..tasks import IGNORE
 from .models import _torch
 
-IGNORE = -100
 Example = Mapping[str, Any]
 
 
@@ -51,14 +51,6 @@ def collate(batch: Sequence[Example], torch) -> dict[str, Any]:
             padded[row, :len(v)] = v
         out[key] = torch.as_tensor(padded)
     return out
-
-
-def examples_from_encoded(encoded) -> list[dict[str, np.ndarray]]:
-    """Per-sentence training examples from `ha_intents.encode` output."""
-    words = encoded.words or [None] * len(encoded.ids)
-    return [{"input_ids": ids, "attention_mask": np.ones_like(ids), "intent": np.int64(intent), "tags": tags,
-             **({"word_ids": w} if w is not None else {})}
-            for ids, intent, tags, w in zip(encoded.ids, encoded.intent, encoded.tags, words)]
 
 
 def _check_examples(train: Sequence[Example], name: str) -> None:

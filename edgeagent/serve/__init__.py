@@ -129,7 +129,7 @@ def create_app(agent: Any, config: ServeConfig | None = None):
         payload = await read_json(request)
         if not isinstance(payload, dict) or "text" not in payload:
             raise _BadRequest(422, "missing_text", 'the body must be a JSON object with a "text" string, '
-                              'e.g. {"text": "turn on the kitchen light"}')
+                              'e.g. {"text": "..."}')
         if not isinstance(payload["text"], str):
             raise _BadRequest(422, "invalid_text", f'"text" must be a string, got {type(payload["text"]).__name__}')
         return JSONResponse((await answer([payload["text"]]))[0])

@@ -32,7 +32,8 @@ class ServeMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("edgeagent_model_batch_size", "Utterances per model call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
-        self.confidence = Histogram("edgeagent_intent_confidence", "Intent confidence of each answer",
+        self.confidence = Histogram("edgeagent_answer_confidence",
+                                    "Confidence of each answer, as the model's task reports it",
                                     buckets=CONFIDENCE_BUCKETS, registry=r)
         self.utterances = Counter("edgeagent_utterances", "Utterances answered, by outcome",
                                   ["outcome"], registry=r)

@@ -1,10 +1,10 @@
-"""Workloads: what accuracy means for a model (evaluation data, timing inputs, metrics).
+"""Workloads: data plus a task (evaluation data, timing inputs, calibration, and training data).
 
 A workload gives the bench three things for one model: batches of evaluation inputs with
 their labels, batch-1 timing inputs in the shapes real traffic has (unpadded where lengths
-vary), and metrics over the model's outputs. `NpzClassification` wraps an `.npz` file
-(`--eval FILE.npz`); named workloads (`--workload NAME`) register in the `edgeagent.workloads`
-entry-point group, as backends do.
+vary), and metrics over the model's outputs, which its `task` defines. `NpzClassification`
+wraps an `.npz` file (`--eval FILE.npz`); named workloads (`--workload NAME`) register in the
+`edgeagent.workloads` entry-point group, as backends do: adding one is one file and one entry point.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import numpy as np
 from ..data import Dataset, NpzArrays
 from ..errors import InputError
 from ..ir import TensorSpec
+from ..tasks import Task
+from ..tasks.sequence_classification import SequenceClassificationTask
 
 ENTRY_POINT_GROUP = "edgeagent.workloads"
 Feeds = dict[str, np.ndarray]
@@ -28,9 +30,14 @@ Feeds = dict[str, np.ndarray]
 
 @runtime_checkable
 class Workload(Protocol):
-    """The contract the bench relies on. `primary_metric` names the metric budgets check."""
+    """Data plus a task: what the bench, `compare` and `--precision auto` rely on.
+
+    `task` says what the model's tensors mean; `primary_metric` (normally the task's) names the
+    metric budgets, the regression gate and recipe selection read.
+    """
 
     name: str
+    task: Task
     primary_metric: str | None
 
     def eval_batches(self, inputs: Sequence[TensorSpec]) -> Iterator[tuple[Feeds, np.ndarray | None]]:
@@ -46,20 +53,21 @@ class Workload(Protocol):
         """Task metrics over all evaluation outputs (concatenated along the batch axis)."""
 
     def end_to_end(self, session: Any) -> tuple[Callable[[Any], Any], list[Any]] | None:
-        """For agent workloads: a callable doing tokenize → infer → decode, and its inputs."""
+        """Where the task reads text: a callable doing tokenize → infer → decode, and its inputs."""
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Top-1 accuracy and macro-F1 (classes absent from both labels and predictions skipped)."""
-    predicted = np.asarray(logits).reshape(len(labels), -1).argmax(-1)
-    labels = np.asarray(labels).reshape(-1)
-    f1s = []
-    for cls in np.union1d(labels, predicted):
-        tp = np.sum((predicted == cls) & (labels == cls))
-        fp = np.sum((predicted == cls) & (labels != cls))
-        fn = np.sum((predicted != cls) & (labels == cls))
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": float(np.mean(predicted == labels)), "macro_f1": float(np.mean(f1s))}
+@runtime_checkable
+class TrainableWorkload(Workload, Protocol):
+    """A workload with training data: what `edgeagent finetune` and `edgeagent distill` need.
+
+    Training examples are dicts of numpy arrays: `input_ids`, `attention_mask` and one label per
+    head of the task (`Head.label`).
+    """
+
+    tokenizer_path: Path
+
+    def training_examples(self, split: str, *, seed: int = 0) -> list[dict[str, np.ndarray]]:
+        """Labelled examples of `split` (train, dev or test)."""
 
 
 def batch_axis_dynamic(inputs: Sequence[TensorSpec]) -> bool:
@@ -68,18 +76,19 @@ def batch_axis_dynamic(inputs: Sequence[TensorSpec]) -> bool:
 
 
 class NpzClassification:
-    """An `.npz` with one array per input and an optional `labels` array.
+    """An `.npz` with one array per input and an optional `labels` array, read as sequence classification.
 
-    Metrics are top-1 accuracy and macro-F1 of the first output's argmax. Timing feeds are the
-    file's samples one at a time: the shapes are the file's (fixed, as the file is rectangular).
+    Metrics are the task's (top-1 accuracy and macro-F1 of the first output's argmax). Timing
+    feeds are the file's samples one at a time: the shapes are the file's (fixed, as the file is
+    rectangular).
     """
-
-    primary_metric = "accuracy"
 
     def __init__(self, path: str | os.PathLike, *, eval_batch: int = 64) -> None:
         self.path = Path(path)
         self.name = f"npz:{self.path.name}"
         self.eval_batch = eval_batch
+        self.task = SequenceClassificationTask()
+        self.primary_metric = self.task.primary_metric
         self._arrays: NpzArrays | None = None
 
     def _load(self, inputs: Sequence[TensorSpec]) -> NpzArrays:
@@ -103,15 +112,10 @@ class NpzClassification:
         return Dataset.from_npz(self.path, input_names=[s.name for s in inputs])
 
     def metrics(self, outputs, labels):
-        if labels is None or not outputs:
-            return {}
-        first = next(iter(outputs.values()))
-        if not np.issubdtype(first.dtype, np.floating) or first.size == 0:
-            return {}
-        return classification_metrics(first, labels)
+        return self.task.metrics(outputs, labels)
 
     def end_to_end(self, session):
-        return None
+        return None  # features, not text: nothing to read
 
 
 @functools.cache

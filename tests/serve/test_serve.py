@@ -122,7 +122,7 @@ def test_metrics_count_requests_confidence_and_not_understood(agent):
     assert samples[("edgeagent_http_requests_total", (("method", "POST"), ("path", "/v1/act"), ("status", "200")))] == 4
     assert samples[("edgeagent_http_requests_total", (("method", "POST"), ("path", "/v1/act"), ("status", "400")))] == 1
     assert samples[("edgeagent_http_requests_total", (("method", "GET"), ("path", "other"), ("status", "404")))] == 1
-    assert samples[("edgeagent_intent_confidence_count", ())] == 4
+    assert samples[("edgeagent_answer_confidence_count", ())] == 4
     assert samples[("edgeagent_utterances_total", (("outcome", "not_understood"),))] >= 1
     assert 0.2 <= samples[("edgeagent_not_understood_ratio", ())] <= 1.0
     assert samples[("process_resident_memory_bytes", ())] > 10 << 20
@@ -326,7 +326,7 @@ def test_the_systemd_unit_runs_a_valid_serve_command():
 
     from edgeagent.cli.main import build_parser
 
-    unit = Path(__file__).resolve().parents[1] / "deploy" / "edgeagent.service"
+    unit = Path(__file__).resolve().parents[2] / "deploy" / "edgeagent.service"
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read_string(unit.read_text().replace("\\\n", " "))
     argv = shlex.split(parser["Service"]["ExecStart"])

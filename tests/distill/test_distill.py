@@ -12,15 +12,21 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("hassil")
 
 import edgeagent  # noqa: E402
-from edgeagent.agent import build  # noqa: E402
 from edgeagent.distill import load_joint, save_joint, student_from_teacher  # noqa: E402
 from edgeagent.distill.models import joint_encoder  # noqa: E402
 from edgeagent.distill.trainer import predict  # noqa: E402
+from edgeagent.distill.workflow import export_model  # noqa: E402
 from edgeagent.errors import InputError  # noqa: E402
 from edgeagent.workloads import ha_intents  # noqa: E402
 
 pytestmark = pytest.mark.torch
-FAST = dict(output_names=build.OUTPUTS, labels=build.LABELS, batch_size=64, progress=False)
+TASK = ha_intents.task()
+OUTPUTS = [head.output for head in TASK.heads]
+FAST = dict(task=TASK, batch_size=64, progress=False)
+
+
+def score(model, examples):
+    return TASK.score(predict(model, examples, output_names=OUTPUTS), examples)
 
 
 def tiny_teacher(train, tokenizer, seed: int = 0):
@@ -39,19 +45,22 @@ def tiny_teacher(train, tokenizer, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def data():
-    tokenizer = ha_intents.load_tokenizer()
-    train = build.examples("train", tokenizer)[:1000]
-    dev = build.examples("dev", tokenizer)[:300]
-    return tokenizer, train, dev
+def workload():
+    return ha_intents.HAIntents(split="dev")
+
+
+@pytest.fixture(scope="module")
+def data(workload):
+    train = workload.training_examples("train")[:1000]
+    dev = workload.training_examples("dev")[:300]
+    return workload.tokenizer, train, dev
 
 
 @pytest.fixture(scope="module")
 def teacher(data):
     tokenizer, train, dev = data
-    model = edgeagent.distill.finetune(tiny_teacher(train, tokenizer), train, eval=dev, epochs=3, lr=3e-3, metric=build.metric,
-                                       **FAST)
-    assert build.score(predict(model, dev, output_names=build.OUTPUTS), dev)["intent_accuracy"] > 0.5
+    model = edgeagent.distill.finetune(tiny_teacher(train, tokenizer), train, eval=dev, epochs=3, lr=3e-3, **FAST)
+    assert score(model, dev)["intent_accuracy"] > 0.5
     return model
 
 
@@ -86,11 +95,10 @@ def test_distillation_transfers_the_teacher_and_is_reproducible(teacher, data):
     students = []
     for _ in range(2):
         student = _student(teacher, train, tokenizer)
-        before = build.score(predict(student, dev, output_names=build.OUTPUTS), dev)
-        students.append(edgeagent.distill(teacher, student, train, eval=dev, epochs=4, lr=5e-3, seed=5,
-                                          metric=build.metric, **FAST))
-    after = build.score(predict(students[0], dev, output_names=build.OUTPUTS), dev)
-    taught = build.score(predict(teacher, dev, output_names=build.OUTPUTS), dev)
+        before = score(student, dev)
+        students.append(edgeagent.distill(teacher, student, train, eval=dev, epochs=4, lr=5e-3, seed=5, **FAST))
+    after = score(students[0], dev)
+    taught = score(teacher, dev)
     assert after["intent_accuracy"] > before["intent_accuracy"]
     assert after["intent_accuracy"] >= 0.8 * taught["intent_accuracy"]
     for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values()):
@@ -117,12 +125,12 @@ def test_length_grouped_batches_cover_every_example_once_and_pad_less(data):
 
 def test_length_grouped_distillation_learns_as_well_as_shuffled_batches(teacher, data):
     tokenizer, train, dev = data
-    taught = build.score(predict(teacher, dev, output_names=build.OUTPUTS), dev)["intent_accuracy"]
+    taught = score(teacher, dev)["intent_accuracy"]
     scores = {}
     for grouped in (False, True):
         student = edgeagent.distill(teacher, _student(teacher, train, tokenizer), train, eval=dev, epochs=4, lr=5e-3,
-                                    seed=5, metric=build.metric, group_by_length=grouped, **FAST)
-        scores[grouped] = build.score(predict(student, dev, output_names=build.OUTPUTS), dev)["intent_accuracy"]
+                                    seed=5, group_by_length=grouped, **FAST)
+        scores[grouped] = score(student, dev)["intent_accuracy"]
     assert scores[True] >= 0.8 * taught
     assert scores[True] >= scores[False] - 0.1
 
@@ -132,12 +140,12 @@ def test_unlabelled_transfer_data_uses_the_teacher_as_labels(teacher, data):
     unlabelled = [{"input_ids": e["input_ids"], "attention_mask": e["attention_mask"]} for e in train]
     student = edgeagent.distill(teacher, _student(teacher, train, tokenizer), unlabelled, epochs=2, lr=3e-3,
                                 **FAST)
-    teacher_pred = [p["intent_logits"].argmax() for p in predict(teacher, dev, output_names=build.OUTPUTS)]
-    student_pred = [p["intent_logits"].argmax() for p in predict(student, dev, output_names=build.OUTPUTS)]
+    teacher_pred = [p["intent_logits"].argmax() for p in predict(teacher, dev, output_names=OUTPUTS)]
+    student_pred = [p["intent_logits"].argmax() for p in predict(student, dev, output_names=OUTPUTS)]
     assert np.mean(np.equal(teacher_pred, student_pred)) > 0.5
 
 
-def test_transfer_examples_vary_names_with_the_teachers_own_embeddings(teacher, data):
+def test_transfer_examples_vary_names_with_the_teachers_own_embeddings(teacher, data, workload):
     from edgeagent.distill.augment import NeighbourWords
 
     tokenizer, train, _ = data
@@ -147,7 +155,7 @@ def test_transfer_examples_vary_names_with_the_teachers_own_embeddings(teacher, 
     kept = {w for w, i in tokenizer.get_vocab().items() if int(teacher.token_map[i]) != unk_row}
     offered = {n for w in ("light", "kitchen", "lamp", "turn") for n in words.neighbours(w)}
     assert offered and offered <= kept
-    extra = build.transfer_examples(teacher, tokenizer, 3)
+    extra = workload.transfer_examples(teacher, 3)
     assert len(extra) >= 3 * 40 and {"input_ids", "attention_mask", "intent", "tags"} <= set(extra[0])
     assert all(len(e["tags"]) == len(e["input_ids"]) for e in extra)
 
@@ -177,12 +185,12 @@ def test_bad_input_is_refused_before_training(teacher, data):
 def test_the_distill_command_trains_with_length_grouped_batches(teacher, tmp_path, capsys):
     from edgeagent.cli.main import main
 
-    save_joint(teacher, tmp_path / "teacher", labels=build.label_names(), tokenizer=ha_intents.default_tokenizer_path())
+    save_joint(teacher, tmp_path / "teacher", labels=TASK.to_json(), tokenizer=ha_intents.default_tokenizer_path())
     code = main(["distill", "--workload", "ha-intents", "--teacher", str(tmp_path / "teacher"),
                  "--student", "layers=1,hidden=32,common_tokens=0", "--limit", "300", "--epochs", "2", "--lr", "5e-3",
                  "--group-by-length", "--no-export", "--out", str(tmp_path / "student")])
     assert code == 0
-    assert "test intent accuracy" in capsys.readouterr().out
+    assert "test intent_accuracy" in capsys.readouterr().out
     config = json.loads((tmp_path / "student" / "config.json").read_text())
     assert [h["epoch"] for h in config["history"]] == [1, 2]
 
@@ -190,26 +198,25 @@ def test_the_distill_command_trains_with_length_grouped_batches(teacher, tmp_pat
 def test_checkpoints_resume_and_round_trip(teacher, data, tmp_path):
     tokenizer, train, dev = data
     full = edgeagent.distill(teacher, _student(teacher, train, tokenizer), train[:400], eval=dev, epochs=2,
-                             lr=3e-3, patience=5, checkpoint_dir=tmp_path / "a", metric=build.metric, **FAST)
+                             lr=3e-3, patience=5, checkpoint_dir=tmp_path / "a", **FAST)
     calls = []
 
     def killed_in_epoch_two(predictions, examples):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt  # the run dies after epoch 1's checkpoint
-        return build.metric(predictions, examples)
+        return TASK.training_metric(predictions, examples)
 
     with pytest.raises(KeyboardInterrupt):
         edgeagent.distill(teacher, _student(teacher, train, tokenizer), train[:400], eval=dev, epochs=2,
                           lr=3e-3, patience=5, checkpoint_dir=tmp_path / "b", metric=killed_in_epoch_two, **FAST)
     assert (tmp_path / "b" / "last.safetensors").is_file()
     resumed = edgeagent.distill(teacher, _student(teacher, train, tokenizer), train[:400], eval=dev, epochs=2,
-                                lr=3e-3, patience=5, checkpoint_dir=tmp_path / "b", resume=True,
-                                metric=build.metric, **FAST)
+                                lr=3e-3, patience=5, checkpoint_dir=tmp_path / "b", resume=True, **FAST)
     assert [h["epoch"] for h in resumed.training_history] == [1, 2]
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)  # an interrupted run ends where a whole one does
-    folder = save_joint(full, tmp_path / "student", labels=build.label_names())
+    folder = save_joint(full, tmp_path / "student", labels=TASK.to_json())
     loaded = load_joint(folder)
     ids = torch.as_tensor(train[0]["input_ids"])[None]
     assert torch.allclose(loaded(ids, torch.ones_like(ids))[0], full(ids, torch.ones_like(ids))[0], atol=1e-6)
@@ -223,7 +230,7 @@ def test_the_student_exports_and_runs_on_every_backend(teacher, data, tmp_path, 
     monkeypatch.chdir(work)
     tokenizer, train, dev = data
     student = _student(teacher, train, tokenizer)
-    path = build.export_joint(student, tmp_path / "student.onnx")
+    path = export_model(TASK, student, tmp_path / "student.onnx")
     ir = edgeagent.load(path)
     assert [s.name for s in ir.inputs] == ["input_ids", "attention_mask"]
     workload = ha_intents.HAIntents(split="dev", limit=64)
@@ -268,7 +275,7 @@ def test_compact_bert_computes_what_bert_model_does_with_a_leaner_graph(teacher,
     students = {arch: _student(teacher, train, tokenizer, architecture=arch).eval() for arch in ("compact", "bert")}
     nodes = {}
     for arch, student in students.items():
-        path = build.export_joint(student, tmp_path / f"{arch}.onnx")
+        path = export_model(TASK, student, tmp_path / f"{arch}.onnx")
         nodes[arch] = len(edgeagent.load(path).proto().graph.node)
     assert nodes["compact"] < nodes["bert"] - 15  # the mask bookkeeping is gone
     # On onnxruntime every attention block of the dynamo export fuses into one Attention node,
@@ -290,7 +297,7 @@ def test_compact_bert_computes_what_bert_model_does_with_a_leaner_graph(teacher,
     np.testing.assert_allclose(got["intent_logits"], want["intent_logits"], atol=1e-4)
     valid = mask.numpy().astype(bool)
     np.testing.assert_allclose(got["slot_logits"][valid], want["slot_logits"][valid], atol=1e-4)
-    folder = save_joint(students["compact"], tmp_path / "saved", labels=build.label_names())
+    folder = save_joint(students["compact"], tmp_path / "saved", labels=TASK.to_json())
     loaded = load_joint(folder)
     assert type(loaded.encoder).__name__ == "CompactBert"
     example = torch.as_tensor(train[0]["input_ids"])[None]

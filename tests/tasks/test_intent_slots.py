@@ -1,62 +1,58 @@
-"""The ha-intents workload: deterministic splits, unseen test names, BIO labels, metrics, decoding."""
+"""Task intent-slots: BIO labels from spans, tag spans read per word, joint metrics, the reader."""
 
 from __future__ import annotations
-
-import collections
 
 import numpy as np
 import pytest
 
-ha = pytest.importorskip("edgeagent.workloads.ha_intents")
-pytest.importorskip("hassil")
-pytest.importorskip("home_assistant_intents")
-tokenizers = pytest.importorskip("tokenizers")
+from edgeagent.errors import ArtifactError, InputError
+from edgeagent.ir import TensorSpec
+from edgeagent.tasks import NOT_UNDERSTOOD, task_from_json
+from edgeagent.tasks.intent_slots import IntentSlotTask, joint_metrics, tag_spans, word_level
 
-from edgeagent.agent.runtime import NOT_UNDERSTOOD, Decoder  # noqa: E402
-from edgeagent.workloads import ha_names  # noqa: E402
+
+def test_tag_spans_and_word_level_need_no_workload():
+    tags = ["O", "B-name", "I-name"]
+    assert tag_spans([0, 1, 2, 0], tags) == {(1, 3, "name")}
+    assert word_level([0, 1, 0, 0], [None, 0, 0, None], tags) == [0, 1, 2, 0]
+
+
+def test_the_task_round_trips_and_refuses_bad_label_spaces():
+    task = IntentSlotTask(["A", "B"], ["O", "B-x", "I-x"], value_table={"x": {"one": 1}}, threshold=0.3)
+    again = task_from_json(task.to_json())
+    assert again.intents == ["A", "B"] and again.tags == ["O", "B-x", "I-x"] and again.threshold == 0.3
+    assert again.value_table == {"x": {"one": 1}} and [h.classes for h in again.heads] == [2, 3]
+    for bad in ({"intents": [], "tags": ["O"]}, {"intents": ["A", "A"], "tags": ["O"]},
+                {"intents": ["A"], "tags": ["B-x"]}, {"intents": ["A"], "tags": ["O"], "threshold": 2}):
+        with pytest.raises(InputError):
+            IntentSlotTask(bad["intents"], bad["tags"], threshold=bad.get("threshold", 0.5))
+    with pytest.raises(InputError, match="unknown task"):
+        task_from_json({"name": "no-such-task"})
+
+
+def test_outputs_that_disagree_with_the_labels_are_refused():
+    task = IntentSlotTask(["A", "B", "C"], ["O", "B-x", "I-x"])
+    good = [TensorSpec("intent_logits", "float32", ("batch", 3)),
+            TensorSpec("slot_logits", "float32", ("batch", "sequence", 3))]
+    task.check_outputs(good, "here")
+    with pytest.raises(ArtifactError, match="3 classes but the task's 'intent' labels list 2"):
+        IntentSlotTask(["A", "B"], ["O", "B-x", "I-x"]).check_outputs(good, "here")
+    with pytest.raises(ArtifactError, match="no output 'slot_logits'"):
+        task.check_outputs(good[:1], "here")
+
+
+# The tests below read Home Assistant's label space and the teacher's WordPiece tokenizer.
+ha = pytest.importorskip("edgeagent.workloads.ha_intents")
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
+    pytest.importorskip("hassil")
+    pytest.importorskip("tokenizers")
     try:
         return ha.load_tokenizer()
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"no tokenizer: {exc}")
-
-
-def test_splits_are_deterministic_and_cover_every_intent():
-    train = ha.generate("train")
-    assert [e.to_json() for e in train[:50]] == [e.to_json() for e in ha.generate("train")[:50]]
-    intents, tags = ha.label_space()
-    templates = ha.load_templates()
-    with_sentences = {n for n, i in templates.intents.items() if any(d.sentences for d in i.data)}
-    assert set(intents) == with_sentences and len(intents) >= 40
-    assert {e.intent for e in train} == with_sentences
-    counts = collections.Counter(e.intent for e in train)
-    assert max(counts.values()) <= ha.SPLITS["train"]
-    assert tags[0] == "O" and {"B-name", "I-name", "B-area", "B-brightness", "B-color"} <= set(tags)
-    assert ha.generate("test", seed=1)[0].text != ha.generate("test", seed=0)[0].text
-
-
-def test_test_names_never_occur_in_training():
-    for list_name, values in ha_names.SPLIT_LISTS.items():
-        parts = {s: set(ha.split_values(values, s)) for s in ("train", "dev", "test")}
-        assert not parts["train"] & parts["test"] and not parts["train"] & parts["dev"], list_name
-        assert parts["test"], list_name
-    train_names = {v for e in ha.generate("train") for _, _, slot, v in e.spans if slot in ("name", "area", "floor")}
-    test_names = {v for e in ha.generate("test") for _, _, slot, v in e.spans if slot in ("area", "floor")}
-    assert test_names and not (test_names & train_names)
-    train_text = {e.text.lower() for e in ha.generate("train")}
-    assert not any(e.text.lower() in train_text for e in ha.generate("test"))
-
-
-def test_spans_point_at_their_values():
-    for example in ha.generate("dev")[:500]:
-        for start, end, slot, value in example.spans:
-            surface = example.text[start:end]
-            assert surface == surface.strip() and surface
-            if isinstance(value, str) and slot in ("name", "area", "floor", "item"):
-                assert surface == value
 
 
 def test_bio_labels_follow_the_tokens(tokenizer):
@@ -79,21 +75,21 @@ def test_metrics_are_perfect_on_gold_and_drop_on_errors(tokenizer):
     intents, tags = ha.label_space()
     intent_logits = np.eye(len(intents))[padded["intent"]]
     slot_logits = np.eye(len(tags))[np.where(padded["tags"] < 0, 0, padded["tags"])]
-    perfect = ha.joint_metrics(intent_logits, slot_logits, padded["intent"], padded["tags"], tags)
+    perfect = joint_metrics(intent_logits, slot_logits, padded["intent"], padded["tags"], tags)
     assert perfect["intent_accuracy"] == 1.0 and perfect["slot_f1"] == 1.0
     slot_logits[:, :, :] = np.eye(len(tags))[0]  # tag everything O
-    worse = ha.joint_metrics(intent_logits[::-1], slot_logits, padded["intent"], padded["tags"], tags)
+    worse = joint_metrics(intent_logits[::-1], slot_logits, padded["intent"], padded["tags"], tags)
     assert worse["slot_f1"] == 0.0 and worse["intent_accuracy"] < 0.2
 
 
 def test_tag_spans_reads_bio():
     tags = ["O", "B-name", "I-name", "B-area", "I-area"]
-    assert ha.tag_spans([0, 1, 2, 0, 3, 4, 4], tags) == {(1, 3, "name"), (4, 7, "area")}
-    assert ha.tag_spans([2, 2, 0], tags) == {(0, 2, "name")}  # an I- without B- still starts a span
+    assert tag_spans([0, 1, 2, 0, 3, 4, 4], tags) == {(1, 3, "name"), (4, 7, "area")}
+    assert tag_spans([2, 2, 0], tags) == {(0, 2, "name")}  # an I- without B- still starts a span
 
 
-def test_decoder_turns_tags_into_slot_values(tokenizer):
-    decoder = Decoder.for_workload(tokenizer)
+def test_reader_turns_tags_into_slot_values(tokenizer):
+    decoder = ha.task().reader(tokenizer)
     text = "set the kitchen lamp to red"
     ids, encoding, truncated = decoder.encode(text)
     assert not truncated
@@ -116,11 +112,11 @@ def test_word_level_reading_gives_each_word_one_tag():
     index = {n: i for i, n in enumerate(tags)}
 
     def read(names, words):
-        return [tags[t] for t in ha.word_level([index[n] for n in names], words, tags)]
+        return [tags[t] for t in word_level([index[n] for n in names], words, tags)]
 
     # "project ##or": the tagger marked only the second piece; the word is the name.
     assert read(["O", "O", "I-name", "O"], [None, 0, 0, None]) == ["O", "I-name", "I-name", "O"]
-    assert ha.tag_spans([index[t] for t in read(["O", "O", "I-name", "O"], [-1, 0, 0, -1])], tags) == \
+    assert tag_spans([index[t] for t in read(["O", "O", "I-name", "O"], [-1, 0, 0, -1])], tags) == \
         {(1, 3, "name")}
     # "play ##room": one word cannot hold two slots; its first tagged piece decides.
     assert read(["O", "B-area", "B-name", "O"], [None, 0, 0, None]) == ["O", "B-area", "I-area", "O"]
