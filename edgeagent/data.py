@@ -109,12 +109,6 @@ class Dataset:
 
         return Dataset.from_factory(sample)
 
-    def first(self) -> Feeds:
-        """The first item; raises InputError if the Dataset is empty."""
-        for item in self:
-            return item
-        raise InputError("the Dataset is empty; give at least one sample")
-
 
 class _Restartable:
     def __init__(self, factory: Callable[[], Iterable], length: int | None = None) -> None:

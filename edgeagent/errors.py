@@ -66,9 +66,5 @@ class ArtifactError(EdgeAgentError):
     """An artifact folder is missing, malformed or has been modified since it was built."""
 
 
-class BudgetExceeded(EdgeAgentError):
-    """A measured figure is over a target's budget."""
-
-
 class InternalError(Exception):
     """A bug in edgeagent. Not an EdgeAgentError on purpose: please report it."""

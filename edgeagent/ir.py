@@ -87,10 +87,6 @@ class ModelIR:
         return self.path.stat().st_size + sum(
             (self.path.parent / f).stat().st_size for f in self.external_files)
 
-    def files(self) -> list[Path]:
-        """The model file and its external-data files."""
-        return [self.path, *(self.path.parent / f for f in self.external_files)]
-
     def proto(self, *, load_weights: bool = True):
         """The ModelProto; weights from external data are loaded unless `load_weights=False`."""
         import onnx

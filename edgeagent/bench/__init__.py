@@ -4,8 +4,10 @@
     document = run_bench(BenchConfig(["model.onnx"], out="r.json", eval="eval.npz"))
 """
 
+from .budgets import budget_failures
+from .config import BenchConfig, BenchProtocol
 from .results import SCHEMA, ResultsError, load_results
-from .runner import BenchConfig, BenchProtocol, budget_failures, run_bench
+from .runner import run_bench
 
 __all__ = ["SCHEMA", "BenchConfig", "BenchProtocol", "ResultsError", "budget_failures", "load_results",
            "run_bench"]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .results import primary_metric
 from .stats import relative_spread
 
 
@@ -30,9 +31,8 @@ class CellDelta:
 
 
 def _metric(cell: Mapping[str, Any]) -> tuple[str, float] | None:
-    accuracy = cell.get("accuracy") or {}
-    metric = next(iter(accuracy), None)
-    return None if metric is None else (metric, float(accuracy[metric]))
+    metric = primary_metric(cell)
+    return None if metric is None else (metric, float(cell["accuracy"][metric]))
 
 
 def compare_cells(base: Mapping[str, Any], new: Mapping[str, Any], *, max_latency_regression: float,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .results import primary_metric
 
 COLUMNS = ("cell", "status", "p50_ms", "p90_ms", "p99_ms", "cv", "load_ms", "first_ms", "peak_mib",
            "size_mib", "accuracy", "top1_agreement", "max_abs_diff", "drop_points", "budgets", "flags")
@@ -32,7 +33,7 @@ def cell_row(cell: Mapping[str, Any]) -> dict[str, Any]:
     stats = cell.get("stats") or {}
     cold = cell.get("cold_start") or {}
     accuracy = cell.get("accuracy") or {}
-    metric = next(iter(accuracy), None)
+    metric = primary_metric(cell)
     agreement = cell.get("agreement") or {}
     drop = (cell.get("accuracy_drop") or {}).get(metric) if metric else None
     budgets = cell.get("budgets") or {}
@@ -141,7 +142,7 @@ def plot(documents: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Non
         points, labels = [], []
         for cell in cells:
             accuracy = cell.get("accuracy") or {}
-            metric = next(iter(accuracy), None)
+            metric = primary_metric(cell)
             if metric is None:
                 continue
             x, y = cell["stats"]["p50"] * 1000, accuracy[metric]
@@ -155,7 +156,7 @@ def plot(documents: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Non
             scatter.step([points[i][0] for i in front], [points[i][1] for i in front], where="post",
                          color="black", linestyle="--", linewidth=1, label="Pareto frontier", zorder=2)
             scatter.set_xscale("log")
-            scatter.set_ylabel(next(iter(labels[0]["accuracy"])))
+            scatter.set_ylabel(primary_metric(labels[0]))
             from matplotlib.lines import Line2D
 
             handles = [Line2D([], [], marker=m, linestyle="", color="gray", label=b) for b, m in markers.items()]

@@ -9,9 +9,10 @@ so a killed run resumes with `--resume` and no cell is run or recorded twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +121,56 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-def cells_by_name(documents: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Cells of several results files by name; a later file's cell replaces an earlier one's."""
-    merged: dict[str, dict[str, Any]] = {}
-    for document in documents:
-        for cell in document["benchmarks"]:
-            merged[cell["name"]] = cell
-    return merged
+def primary_metric(cell: Mapping[str, Any]) -> str | None:
+    """The metric budgets, `compare` and `--precision auto` read: the one the cell's workload named
+    (`primary_metric`), else, in files written before cells recorded it, the first one."""
+    accuracy = cell.get("accuracy") or {}
+    named = cell.get("primary_metric")
+    if named in accuracy:
+        return str(named)
+    return next(iter(accuracy), None)
+
+
+def assemble(context, cells, done: Mapping[str, dict[str, Any]], *, complete: bool) -> dict[str, Any]:
+    """The results document from the finished cells, with budgets and fp32 deltas derived."""
+    from .. import __version__
+    from ..hostinfo import host_summary
+    from .budgets import check_budgets
+    from .provenance import commit_info
+
+    config = context.config
+    benchmarks = [dict(done[c.name]) for c in cells if c.name in done]
+    _derive_accuracy_drop(benchmarks)
+    for cell in benchmarks:
+        cell["budgets"] = check_budgets(cell, context.target.budgets)
+    return {
+        "schema": SCHEMA, "complete": complete, "version": __version__,
+        "datetime": context.started.isoformat(timespec="seconds"),
+        "machine_info": host_summary(), "commit_info": commit_info(),
+        "target": {**context.target.to_json(), "fit": context.fit.to_json(),
+                   "emulated": context.fit.mode == "emulated",
+                   "label": context.fit.reason if context.fit.mode == "emulated" else None,
+                   "limits": context.limits.describe()},
+        "settings": {"protocol": dataclasses.asdict(config.protocol), "timeouts": context.timeouts,
+                     "workload": context.workload, "calibration": str(config.calibration) if config.calibration
+                     else None, "options": {k: dict(v) for k, v in config.options.items()},
+                     "argv": list(config.argv) if config.argv else None},
+        "baselines": context.baselines,
+        "benchmarks": benchmarks,
+    }
+
+
+def _derive_accuracy_drop(cells: list[dict[str, Any]]) -> None:
+    """Accuracy drop of each cell against the fp32 cell of the same model (same backend first)."""
+    fp32 = {}
+    for cell in cells:
+        if cell.get("precision") == "fp32" and cell.get("accuracy"):
+            fp32.setdefault((cell["model"]["name"], cell["backend"]), cell)
+            fp32.setdefault((cell["model"]["name"], None), cell)
+    for cell in cells:
+        metrics = cell.get("accuracy") or {}
+        ref = fp32.get((cell["model"]["name"], cell["backend"])) or fp32.get((cell["model"]["name"], None))
+        if not metrics or ref is None:
+            continue
+        cell["accuracy_drop"] = {k: ref["accuracy"][k] - v for k, v in metrics.items() if k in ref["accuracy"]}
+        cell["accuracy_drop"]["reference"] = ref["name"]

@@ -12,14 +12,33 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InternalError
+
 # Quantiles kept per run so `report` can draw latency distributions without raw samples.
 QUANTILE_POINTS = 101
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of a non-empty sequence (the mean of the middle two for an even count)."""
+    if not values:
+        raise InternalError("median of no values: a run produced no measurements")
+    return float(statistics.median(values))
+
+
+def median_throughput(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Throughput across repeats: the median items/s with its min and max."""
+    if "items_per_s" not in runs[0]:
+        return dict(runs[0])
+    values = [r["items_per_s"] for r in runs]
+    return {"batch": runs[0]["batch"], "items_per_s": median(values),
+            "items_per_s_min": min(values), "items_per_s_max": max(values),
+            "batch_p50_s": median([r["batch_p50_s"] for r in runs])}
 
 
 def latency_stats(samples_ns: Sequence[int]) -> dict[str, Any]:
     """Summary statistics of per-call times given in nanoseconds."""
     if not samples_ns:
-        raise ValueError("no latency samples")
+        raise InternalError("latency statistics of no samples: the timed loop ran no call")
     s = np.asarray(samples_ns, dtype=np.float64) / 1e9
     mean = float(s.mean())
     stddev = float(s.std(ddof=1)) if len(s) > 1 else 0.0
@@ -45,12 +64,12 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[s
         and spread[name] = {"min": ..., "max": ...} across repeats.
     """
     if not runs:
-        raise ValueError("no runs to aggregate")
+        raise InternalError("no runs to aggregate")
     stats: dict[str, Any] = {}
     spread: dict[str, dict[str, float]] = {}
     for name in AGGREGATED:
         values = [float(r[name]) for r in runs]
-        stats[name] = float(statistics.median(values))
+        stats[name] = median(values)
         spread[name] = {"min": min(values), "max": max(values)}
     stats["rounds"] = int(sum(int(r["rounds"]) for r in runs))
     stats["total"] = float(sum(float(r["total"]) for r in runs))

@@ -93,35 +93,19 @@ def _workload(spec: dict[str, Any]):
 
 
 def run_compile(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
+    """Build the cell's artifact. (`--precisions auto` is planned by the parent, never here.)"""
     from edgeagent.data import Dataset
+    from edgeagent.ir import load
     from edgeagent.pipeline import compile as compile_model
 
     report.stage("compile")
-    from edgeagent.ir import load
-
     ir = load(spec["model"]["path"])
     calibration = None
-    if spec["precision"] == "auto":
-        pass  # the recipe search calibrates each candidate itself
-    elif spec.get("calibration"):
+    if spec.get("calibration"):
         calibration = Dataset.from_npz(spec["calibration"], input_names=[s.name for s in ir.inputs])
     elif spec.get("precision") == "int8" and spec.get("workload"):
         calibration = _workload(spec).calibration(ir.inputs)
     start = time.perf_counter()
-    if spec["precision"] == "auto":
-        from edgeagent.recipes import choose
-
-        workload = spec.get("workload") or {}
-        calibration_file = spec.get("calibration") or workload.get("path")
-        if not calibration_file:
-            raise ValueError("--precisions auto needs calibration data as a file: pass --calibration "
-                             "FILE.npz or --eval FILE.npz")
-        artifact = choose(ir.path, out=spec["artifact_dir"], calibration=calibration_file,
-                          eval=workload.get("path"), target=_target(spec), backends=[spec["backend"]],
-                          device=(spec.get("options") or {}).get("device"))
-        selection = artifact.manifest["selection"]
-        return {"compile_s": time.perf_counter() - start, "artifact": str(artifact.path),
-                "recipe": {**dict(artifact.recipe), "chosen": selection["chosen"], "notes": selection["notes"]}}
     artifact = compile_model(ir, spec["backend"], spec["precision"], calibration=calibration,
                              target=_target(spec), out=spec["artifact_dir"],
                              options=spec.get("options") or None)
@@ -211,11 +195,12 @@ def _reference_outputs(path: str, batches: list[dict[str, np.ndarray]]) -> dict[
     """fp32 outputs of the source model on ONNX Runtime's CPU provider: the agreement yardstick."""
     import onnxruntime as ort
 
+    from edgeagent.hostinfo import usable_cpus
     from edgeagent.ir import load
 
     ir = load(path)  # checked before the runtime parses it, like every model edgeagent opens
     options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)))
+    options.intra_op_num_threads = usable_cpus()
     session = ort.InferenceSession(str(ir.path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -280,7 +265,9 @@ def run_measure(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     else:
         feeds = [synthetic_feeds(inputs, dims=spec.get("dims"), seed=i) for i in range(4)]
     if not feeds:
-        raise ValueError("the workload gave no timing inputs")
+        from edgeagent.errors import InputError
+
+        raise InputError("the workload gave no timing inputs: it has no evaluation data for this model")
 
     report.stage("first_inference")
     start = time.perf_counter()
@@ -334,6 +321,8 @@ def run_measure(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
         report.stage("accuracy")
         outputs, labels, batches = _evaluate(session, workload, inputs)
         result["accuracy"] = workload.metrics(outputs, labels)
+        if result["accuracy"]:
+            result["primary_metric"] = workload.primary_metric
         result["eval_samples"] = int(next(iter(outputs.values())).shape[0]) if outputs else 0
         if spec.get("reference"):
             report.stage("reference")
@@ -362,6 +351,10 @@ MODES = {"compile": run_compile, "measure": run_measure, "baseline": run_baselin
 
 def main(argv: list[str]) -> int:
     mode, spec_path, fd = argv[0], argv[1], int(argv[2])
+    if mode not in MODES:
+        from edgeagent.errors import InternalError
+
+        raise InternalError(f"the bench started a worker in unknown mode {mode!r}; modes: {sorted(MODES)}")
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     report = Reporter(fd, spec.get("name", ""))
     try:
