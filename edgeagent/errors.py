@@ -9,6 +9,11 @@ user errors do not swallow bugs.
 from __future__ import annotations
 
 
+# How to get PyTorch without its CUDA build (several GB) where there is no NVIDIA GPU.
+TORCH_HINT = ("pip install 'edgeagent[train]' (on a machine without an NVIDIA GPU, install torch's CPU build "
+              "first: pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+
+
 class EdgeAgentError(Exception):
     """Base of every error caused by input, configuration or environment."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendUnavailable, ExportMismatch, InputError, UnsupportedModel
+from .errors import TORCH_HINT, BackendUnavailable, ExportMismatch, InputError, UnsupportedModel
 from .ir import ModelIR, save_proto, set_metadata
 
 DEFAULT_ATOL = 1e-4
@@ -35,8 +35,7 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise BackendUnavailable("exporting from PyTorch needs torch: pip install 'edgeagent[train]' "
-                                 "-c constraints.txt") from None
+        raise BackendUnavailable(f"exporting from PyTorch needs torch: {TORCH_HINT}") from None
     return torch
 
 
@@ -57,7 +56,8 @@ def export(model, example_inputs, path: str | os.PathLike, *, input_names: Seque
             output is "batch").
         opset: ONNX opset (default: the exporter's).
         metadata: extra metadata_props, e.g. {"labels": [...]}.
-        atol, rtol: parity tolerances, as numpy.allclose (defaults 1e-4, 1e-3).
+        atol: absolute parity tolerance, as numpy.allclose (default 1e-4).
+        rtol: relative parity tolerance, as numpy.allclose (default 1e-3).
         seed: seed for the random parity inputs (default 0).
 
     Returns:
@@ -361,8 +361,7 @@ def export_hf(model_id_or_path: str | os.PathLike, path: str | os.PathLike, *,
     try:
         import transformers
     except ImportError:
-        raise BackendUnavailable("exporting Hugging Face models needs transformers: "
-                                 "pip install 'edgeagent[train]' -c constraints.txt") from None
+        raise BackendUnavailable(f"exporting Hugging Face models needs transformers: {TORCH_HINT}") from None
     auto_name, output_axes = HF_TASKS[task]
     source = str(model_id_or_path)
     try:

@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeagent import examples
+
 OPSET = 17
 MLP_FEATURES, MLP_HIDDEN, MLP_CLASSES = 32, 64, 10
 
@@ -110,31 +112,10 @@ def trivial_model(path: Path) -> Path:
     return _save(graph, path)
 
 
-TRANSFORMER_VOCAB = 100
-
-
-TRANSFORMER_EXPORT = {"input_names": ["input_ids"], "output_names": ["logits"],
-                      "dynamic_axes": {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}}
-
-
-def torch_transformer():
-    """(module, example_inputs, export settings) of the tiny encoder; a CLI SPEC for `export`."""
-    import torch
-
-    class TinyEncoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = torch.nn.Embedding(TRANSFORMER_VOCAB, 32)
-            layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
-            self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-            self.head = torch.nn.Linear(32, 5)
-
-        def forward(self, input_ids):
-            return self.head(self.encoder(self.embed(input_ids)).mean(dim=1))
-
-    torch.manual_seed(0)
-    model = TinyEncoder().eval()
-    return model, (torch.randint(0, TRANSFORMER_VOCAB, (2, 12)),), TRANSFORMER_EXPORT
+# The tiny encoder ships with edgeagent (the README's main job exports it from a wheel).
+TRANSFORMER_VOCAB = examples.VOCAB
+TRANSFORMER_EXPORT = examples.ENCODER_EXPORT
+torch_transformer = examples.tiny_encoder
 
 
 def transformer_encoder(path: Path) -> Path:

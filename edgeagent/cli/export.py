@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ._common import add_format, print_json
 
 
 def register(sub) -> None:
@@ -14,7 +15,9 @@ def register(sub) -> None:
         "export", help="export a PyTorch model to ONNX and check parity",
         description="SPEC is `module:function` returning (model, example_inputs) or (model, "
                     "example_inputs, settings) where settings holds export() keywords such as "
-                    "dynamic_axes; or a Hugging Face model folder (or hub id) with --task.")
+                    "dynamic_axes, or an onnx.ModelProto built in code; or a Hugging Face model folder "
+                    "(or hub id) with --task. Shipped examples: edgeagent.examples:tiny_encoder (PyTorch), "
+                    "edgeagent.examples:tiny_classifier (ONNX, no torch needed).")
     parser.add_argument("spec")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--task", help="Hugging Face task: text-classification, "
@@ -24,6 +27,7 @@ def register(sub) -> None:
                         help="example sequence length for Hugging Face models (default 16)")
     parser.add_argument("--atol", type=float, default=None)
     parser.add_argument("--rtol", type=float, default=None)
+    add_format(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -32,26 +36,47 @@ def handle(args) -> int:
 
     tolerances = {"atol": args.atol if args.atol is not None else DEFAULT_ATOL,
                   "rtol": args.rtol if args.rtol is not None else DEFAULT_RTOL}
+    checked = "parity with PyTorch holds"
     if args.task or Path(args.spec).is_dir():
         ir = export_hf(args.spec, args.out, task=args.task or "text-classification",
                        sequence_length=args.sequence_length, opset=args.opset, **tolerances)
     else:
-        factory = _resolve(args.spec)
-        produced = factory()
-        if not (isinstance(produced, tuple) and len(produced) in (2, 3)):
-            raise InputError(f"{args.spec} must return (model, example_inputs[, settings]), got "
-                             f"{type(produced).__name__}")
-        model, example, settings = (*produced, {})[:3]
-        allowed = {"input_names", "output_names", "dynamic_axes", "metadata"}
-        if not isinstance(settings, dict) or set(settings) - allowed:
-            raise InputError(f"{args.spec}'s settings may hold only {sorted(allowed)}")
-        ir = export(model, example, args.out, opset=args.opset, **settings, **tolerances)
-    print(f"exported {ir.path} (opset {ir.opset}, sha256 {ir.sha256[:12]}): parity with PyTorch holds")
+        produced = _resolve(args.spec)()
+        if _is_model_proto(produced):
+            from ..ir import save_proto
+
+            # A graph built in code is its own source: nothing to compare with, but it is written
+            # through the same safe path and full checker as every other model.
+            ir = save_proto(produced, args.out)
+            checked = "an ONNX graph built in code, checked with onnx.checker (full check)"
+        else:
+            if not (isinstance(produced, tuple) and len(produced) in (2, 3)):
+                raise InputError(f"{args.spec} must return (model, example_inputs[, settings]) or an "
+                                 f"onnx.ModelProto, got {type(produced).__name__}")
+            model, example, settings = (*produced, {})[:3]
+            allowed = {"input_names", "output_names", "dynamic_axes", "metadata"}
+            if not isinstance(settings, dict) or set(settings) - allowed:
+                raise InputError(f"{args.spec}'s settings may hold only {sorted(allowed)}")
+            ir = export(model, example, args.out, opset=args.opset, **settings, **tolerances)
+    if args.format == "json":
+        print_json({"path": str(ir.path), "opset": ir.opset, "sha256": ir.sha256, "check": checked,
+                    **ir.signature(), "metadata": dict(ir.metadata),
+                    "external_files": list(ir.external_files)})
+        return 0
+    print(f"exported {ir.path} (opset {ir.opset}, sha256 {ir.sha256[:12]}): {checked}")
     for spec in ir.inputs:
         print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")
     for spec in ir.outputs:
         print(f"  output {spec.name}: {spec.dtype}{list(spec.shape)}")
     return 0
+
+
+def _is_model_proto(value) -> bool:
+    try:
+        import onnx
+    except ImportError:
+        return False
+    return isinstance(value, onnx.ModelProto)
 
 
 def _resolve(spec: str):

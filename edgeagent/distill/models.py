@@ -22,8 +22,9 @@ def _torch():
         import torch
         import transformers
     except ImportError:
-        raise InputError("distillation needs the train extra: pip install -c constraints.txt "
-                         "'edgeagent[train]'") from None
+        from ..errors import TORCH_HINT
+
+        raise InputError(f"distillation needs the train extra: {TORCH_HINT}") from None
     return torch, transformers
 
 
@@ -265,9 +266,11 @@ def student_from_teacher(teacher, *, layers: int, hidden: int | None = None, hea
         teacher: a JointEncoder whose encoder is BERT-like (embeddings + encoder.layer).
         layers: student layers; with the teacher's hidden size they are copied from evenly
             spaced teacher layers.
-        hidden, heads, ffn: student sizes (default the teacher's). With a smaller hidden size the
-            embeddings and heads are projected onto the teacher embeddings' top principal
-            directions and the layers start fresh.
+        hidden: student width (default the teacher's). With a smaller width the embeddings and
+            heads are projected onto the teacher embeddings' top principal directions and the
+            layers start fresh.
+        heads: attention heads (default: the teacher's, scaled with the width).
+        ffn: feed-forward width (default: the teacher's, scaled with the width).
         vocab: "task" keeps the token ids in `task_data`, the special tokens and the
             `common_tokens` most common vocabulary entries; "full" keeps the teacher's vocabulary.
         task_data: iterable of token-id sequences (needed for vocab="task").
