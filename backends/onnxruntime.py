@@ -28,10 +28,11 @@ import numpy as np
 
 from edgeagent.artifact import Artifact, write_manifest
 from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session,
-                               coerce_enums, sdk_version)
+                               coerce_enums, parse_device, sdk_version)
 from edgeagent.data import Dataset
-from edgeagent.errors import ArtifactError, CalibrationError, InputError, UnsupportedModel
+from edgeagent.errors import ArtifactError, BackendUnavailable, CalibrationError, InputError, UnsupportedModel
 from edgeagent.hostinfo import usable_cpus
+from edgeagent.paths import edgeagent_home
 from edgeagent.ir import ModelIR, load, save_proto
 
 MODEL_FILE = "model.onnx"
@@ -57,6 +58,19 @@ class Fusions(enum.StrEnum):
     AUTO = "auto"  # run the transformer optimizer, keep its graph only if it fused something
     ON = "on"      # require it to succeed
     OFF = "off"
+
+
+class Provider(enum.StrEnum):
+    """ONNX Runtime execution providers edgeagent selects. CUDA and TensorRT come with the
+    onnxruntime-gpu build (`edgeagent[gpu]`) and are not verified here (no NVIDIA GPU)."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+PROVIDER_NAMES = {Provider.CPU: "CPUExecutionProvider", Provider.CUDA: "CUDAExecutionProvider",
+                  Provider.TENSORRT: "TensorrtExecutionProvider"}
 
 
 class ActivationType(enum.StrEnum):
@@ -86,6 +100,8 @@ class OrtCompileOptions:
         nodes_to_exclude: node names kept in fp32 (comma-separated on the CLI); the INT8 fallback
             fills it with the nodes whose quantization hurts most.
         nodes_to_quantize: quantize only these nodes (default: all); per-node sensitivity uses it.
+        device: the device the artifact is meant for (cpu, gpu, gpu.1; default None: cpu); it is
+            recorded, and loading picks the execution provider from it unless told otherwise.
     """
 
     int8: Int8Recipe | None = None
@@ -100,8 +116,12 @@ class OrtCompileOptions:
     seed: int = 0
     nodes_to_exclude: tuple[str, ...] = ()
     nodes_to_quantize: tuple[str, ...] = ()
+    device: str | None = None
 
     def __post_init__(self) -> None:
+        if self.device is not None:
+            parse_device(self.device)
+            object.__setattr__(self, "device", str(self.device).lower())
         for name in ("nodes_to_exclude", "nodes_to_quantize"):
             value = getattr(self, name)
             if isinstance(value, str):  # "a,b" from the CLI
@@ -124,15 +144,29 @@ class OrtLoadOptions:
         threads: intra-op threads; None uses the target's threads, else the CPUs this process may
             use; "auto" times the model with one thread and with that many at load and keeps the
             faster (small models lose more to thread hand-offs than they gain).
+        provider: cpu, cuda or tensorrt (ONNX Runtime's execution providers; default None: the
+            device the artifact was compiled for, else cpu). cuda and tensorrt fall back to the CPU
+            provider for operators they lack, as ONNX Runtime does; they need `edgeagent[gpu]`.
+        device_id: the GPU index for cuda and tensorrt (default 0).
     """
 
     threads: int | str | None = None
+    provider: Provider | None = None
+    device_id: int = 0
 
     def __post_init__(self) -> None:
+        coerce_enums(self, "onnxruntime", {"provider": Provider})
+        if self.device_id < 0:
+            raise InputError(f"device_id must be a GPU index (0 or more), got {self.device_id}", field="device_id")
         if isinstance(self.threads, str) and self.threads != "auto":
             raise InputError(f"threads must be a number or 'auto', got {self.threads!r}", field="threads")
         if isinstance(self.threads, int) and self.threads < 1:
             raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
+
+
+def _ort_version() -> str | None:
+    """The installed ONNX Runtime, whichever build provides it (onnxruntime or onnxruntime-gpu)."""
+    return sdk_version("onnxruntime") or sdk_version("onnxruntime-gpu")
 
 
 def default_threads(target: Any = None, requested: int | str | None = None) -> int:
@@ -291,14 +325,15 @@ class OnnxRuntimeSession(Session):
     """
 
     def __init__(self, model_path: Path, inputs, outputs, *, threads: int, auto_threads: bool = False,
-                 disabled_optimizers: tuple[str, ...] = ()) -> None:
+                 disabled_optimizers: tuple[str, ...] = (), providers: list | None = None) -> None:
         super().__init__(inputs, outputs)
         self.thread_choice: dict[str, float] | None = None
-        self.ort_session = self._open(model_path, threads, disabled_optimizers)
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.ort_session = self._open(model_path, threads, disabled_optimizers, self.providers)
         self.threads = threads
         self._output_names = [o.name for o in self.outputs]
         if auto_threads and threads > 1:
-            single = self._open(model_path, 1, disabled_optimizers)
+            single = self._open(model_path, 1, disabled_optimizers, self.providers)
             feeds = {s.name: np.zeros(tuple(d if isinstance(d, int) else (1 if axis == 0 else 16)
                                             for axis, d in enumerate(s.shape)), np.dtype(s.dtype))
                      for s in self.inputs}
@@ -317,16 +352,20 @@ class OnnxRuntimeSession(Session):
                 self.ort_session, self.threads = single, 1
 
     @staticmethod
-    def _open(model_path: Path, threads: int, disabled_optimizers: tuple[str, ...] = ()):
+    def _open(model_path: Path, threads: int, disabled_optimizers: tuple[str, ...] = (),
+              providers: list | None = None):
         import onnxruntime as ort
 
+        from edgeagent.log import apply_native_severity
+
+        apply_native_severity()  # its C++ logger writes to stderr itself; -v lets warnings through
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"],
+            return ort.InferenceSession(str(model_path), so, providers=providers or ["CPUExecutionProvider"],
                                         disabled_optimizers=list(disabled_optimizers) or None)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise UnsupportedModel(f"onnxruntime cannot load {model_path}: {exc}") from None
@@ -342,7 +381,7 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the CPU: fp32, fp16 and INT8 (dynamic, or static QDQ)."""
 
     name = "onnxruntime"
-    pip_extra = None  # a core dependency
+    pip_extra = "cpu"  # or "gpu": the two builds cannot be installed together
     CompileOptions = OrtCompileOptions
     LoadOptions = OrtLoadOptions
     sdk_modules = ("onnxruntime",)
@@ -358,17 +397,70 @@ class OnnxRuntimeBackend(Backend):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            name=self.name, devices=("CPU",),
+            name=self.name, devices=self._devices(),
             precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
             needs_calibration=(),  # only the static INT8 recipe does, and it says so
-            pip_extra=None, sdk_version=sdk_version("onnxruntime"),
+            pip_extra="cpu", sdk_version=_ort_version(),
             recipes={"fp32": ("fp32",), "fp16": ("fp16",),
                      "int8": tuple(r.value for r in Int8Recipe)})
 
     def available(self) -> Availability:
-        if sdk_version("onnxruntime") is None:
-            return Availability(False, "onnxruntime is not installed", "pip install onnxruntime")
+        if _ort_version() is None:
+            return Availability(False, "onnxruntime is not installed",
+                                "pip install 'edgeagent[cpu]' (or 'edgeagent[gpu]' for NVIDIA GPUs: never both)")
         return Availability(True)
+
+    @staticmethod
+    def _providers_here() -> list[str]:
+        import onnxruntime as ort
+
+        return list(ort.get_available_providers())
+
+    def _devices(self) -> tuple[str, ...]:
+        """"CPU", and "GPU" where this build has the CUDA provider (the GPU index is not probed)."""
+        if not self.available():
+            return ()
+        return ("CPU", "GPU") if PROVIDER_NAMES[Provider.CUDA] in self._providers_here() else ("CPU",)
+
+    def device_options(self, device: str) -> dict[str, Any]:
+        """`--device cpu|gpu|gpu.N` as onnxruntime load options (an execution provider and GPU index).
+
+        Raises:
+            BackendUnavailable: the device's provider is not in this onnxruntime build (the
+                providers present are listed).
+        """
+        kind, index = parse_device(device)
+        if kind == "cpu":
+            return {"device": "cpu", "provider": "cpu"}
+        if kind != "gpu":
+            raise BackendUnavailable(f"onnxruntime has no {device!r} device; devices here: "
+                                     f"{[d.lower() for d in self._devices()]}")
+        present = self._providers_here()
+        if PROVIDER_NAMES[Provider.CUDA] not in present:
+            raise BackendUnavailable(f"onnxruntime cannot run on {device!r}: this build has the providers "
+                                     f"{present}, not CUDAExecutionProvider; install 'edgeagent[gpu]' in place of "
+                                     "'edgeagent[cpu]' on a machine with an NVIDIA GPU")
+        return {"device": str(device).lower(), "provider": "cuda", "device_id": index or 0}
+
+    def _provider_list(self, opts: OrtLoadOptions, artifact: Artifact) -> list:
+        provider = opts.provider
+        if provider is None:
+            recorded = artifact.recipe.get("device")
+            provider = Provider.CUDA if isinstance(recorded, str) and recorded.startswith("gpu") else Provider.CPU
+        if provider is Provider.CPU:
+            return ["CPUExecutionProvider"]
+        present = self._providers_here()
+        wanted = PROVIDER_NAMES[provider]
+        if wanted not in present:
+            raise BackendUnavailable(f"onnxruntime execution provider {wanted} is not in this build (present: "
+                                     f"{present}); install 'edgeagent[gpu]' in place of 'edgeagent[cpu]'")
+        gpu = {"device_id": opts.device_id}
+        chain = [(wanted, gpu if provider is Provider.CUDA else
+                  {**gpu, "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": str(edgeagent_home() / "onnxruntime-tensorrt-cache")})]
+        if provider is Provider.TENSORRT and PROVIDER_NAMES[Provider.CUDA] in present:
+            chain.append((PROVIDER_NAMES[Provider.CUDA], gpu))
+        return [*chain, "CPUExecutionProvider"]
 
     def compile(self, ir: ModelIR, precision: Precision | str, *, calibration: Dataset | None = None,
                 target: Any = None, workdir: str | os.PathLike | None = None,
@@ -384,13 +476,16 @@ class OnnxRuntimeBackend(Backend):
             options: OrtCompileOptions or a mapping of them (default OrtCompileOptions()).
 
         Raises:
-            UnsupportedPrecision, CalibrationError, UnsupportedModel, InputError.
+            UnsupportedPrecision: not fp32, fp16 or int8.
+            CalibrationError: static INT8 without calibration data, or data the model does not take.
+            UnsupportedModel: the quantizer or the transformer optimizer fails on the graph.
+            InputError: options the backend refuses.
         """
         self.require_available()
         precision = self.check_precision(precision)
         opts = self.compile_options(options)
         out = self.new_workdir(workdir)
-        recipe: dict[str, Any] = {"name": str(precision)}
+        recipe: dict[str, Any] = {"name": str(precision), **({"device": opts.device} if opts.device else {})}
         evidence: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="edgeagent-ort-") as tmp:
             source = Path(tmp) / "source.onnx"
@@ -424,8 +519,7 @@ class OnnxRuntimeBackend(Backend):
             save_proto(result, out / MODEL_FILE, full_check=False)
         return write_manifest(
             out, backend=self.name, precision=str(precision), recipe=recipe, source_sha256=ir.sha256,
-            signature=ir.signature(), sdk={"onnxruntime": sdk_version("onnxruntime"),
-                                           "onnx": sdk_version("onnx")},
+            signature=ir.signature(), sdk={"onnxruntime": _ort_version(), "onnx": sdk_version("onnx")},
             # Dynamic INT8 scales activations per call from the whole input tensor, so a padded
             # batch's answers depend on its neighbours; every other recipe's do not.
             capabilities={"batch_invariant": recipe["name"] != Int8Recipe.DYNAMIC.value,
@@ -451,7 +545,7 @@ class OnnxRuntimeBackend(Backend):
         return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs,
                                   threads=default_threads(target, opts.threads),
                                   disabled_optimizers=_disabled_optimizers(artifact),
-                                  auto_threads=opts.threads == "auto")
+                                  auto_threads=opts.threads == "auto", providers=self._provider_list(opts, artifact))
 
     # -- recipes -----------------------------------------------------------------------------
 
@@ -570,6 +664,6 @@ class OnnxRuntimeBackend(Backend):
         set_metadata(proto, meta)
 
 
-__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtCompileOptions", "OrtLoadOptions", "Int8Recipe",
+__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtCompileOptions", "OrtLoadOptions", "Int8Recipe", "Provider",
            "CalibrationMethod", "Fusions", "ActivationType", "default_threads", "calibration_reader",
            "float16_graph", "pre_process", "quantize_static_checked"]

@@ -32,7 +32,7 @@ from edgeagent.paths import edgeagent_home
 
 MODEL_XML = "model.xml"
 MODEL_BIN = "model.bin"
-INSTALL_HINT = "pip install 'edgeagent[openvino]' -c constraints.txt"
+INSTALL_HINT = "pip install 'edgeagent[openvino]'"
 
 
 class Int8Recipe(enum.StrEnum):
@@ -152,7 +152,7 @@ def check_device(core, device: str) -> None:
     if base in ("AUTO", "MULTI", "HETERO") or device in present or base in present:
         return
     raise BackendUnavailable(f"OpenVINO device {device!r} is not present; present devices: {present}. "
-                             "Choose one with --option device=NAME")
+                             "Choose one with --device (cpu, gpu, gpu.1, npu) or --option device=NAME")
 
 
 class OpenVINOSession(Session):
@@ -201,6 +201,20 @@ class OpenVINOBackend(Backend):
             needs_calibration=(Precision.INT8,), pip_extra=self.pip_extra,
             sdk_version=sdk_version("openvino"),
             recipes={"fp32": ("fp32",), "fp16": ("fp16",), "int8": tuple(r.value for r in Int8Recipe)})
+
+    def device_options(self, device: str) -> dict[str, Any]:
+        """`--device cpu|gpu|gpu.1|npu` as OpenVINO's device name, checked against the devices present.
+
+        Raises:
+            BackendUnavailable: OpenVINO does not see that device (the present ones are listed).
+        """
+        from edgeagent.backend import parse_device
+
+        kind, index = parse_device(device)
+        name = kind.upper() + (f".{index}" if index is not None else "")
+        self.require_available()
+        check_device(_core(), name)
+        return {"device": name}
 
     def available(self) -> Availability:
         for module in ("openvino", "nncf"):

@@ -104,6 +104,19 @@ def sdk_version(distribution: str) -> str | None:
         return None
 
 
+def parse_device(device: str) -> tuple[str, int | None]:
+    """`cpu`, `gpu`, `gpu.1`, `npu` … → (kind, index or None).
+
+    Raises:
+        InputError: not of the form KIND or KIND.INDEX.
+    """
+    text = str(device).strip().lower()
+    kind, dot, index = text.partition(".")
+    if not kind.isalpha() or (dot and not index.isdigit()):
+        raise InputError(f"device {device!r} is not of the form cpu, gpu, gpu.1, npu …", field="device")
+    return kind, int(index) if dot else None
+
+
 def module_importable(name: str) -> bool:
     """Whether `name` can be imported, found without importing it (a broken install counts as no)."""
     try:
@@ -320,6 +333,17 @@ class Backend(ABC):
     def int8_recipes(self) -> list[tuple[str, dict[str, Any]]]:
         """INT8 variants worth measuring for `--precision auto`: (label, compile options) pairs."""
         return [("int8", {})]
+
+    def device_options(self, device: str) -> dict[str, Any]:
+        """The options (compile and load, flat) that put this backend on `device` (`cpu`, `gpu`,
+        `gpu.1`, `npu`, … as `--device` takes them), checked against the devices present.
+
+        Raises:
+            BackendUnavailable: the device is absent here or this backend cannot use it; the
+                message lists the devices present.
+        """
+        raise BackendUnavailable(f"backend {self.name!r} does not choose devices; its devices here: "
+                                 f"{list(self.capabilities().devices)}")
 
     def compile_options(self, options: Any) -> Any:
         """Normalise compile options: None → defaults, a mapping → parsed, an instance → itself."""

@@ -13,7 +13,7 @@ from .backend import sdk_version
 # Flags that decide which INT8 kernels are fast (DESIGN.md): x86 names from /proc/cpuinfo
 # "flags", Arm names from "Features".
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx", "neon", "asimddot", "fma", "f16c")
-SOFTWARE = ("numpy", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "torch", "transformers",
+SOFTWARE = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "tensorrt", "torch", "transformers",
             "tokenizers")
 
 

@@ -36,7 +36,7 @@ from edgeagent.artifact import Artifact, write_manifest
 from edgeagent.backend import (Availability, Backend, Capabilities, Precision, coerce_enums, module_importable,
                                sdk_version)
 from edgeagent.data import Dataset
-from edgeagent.errors import ArtifactError, CalibrationError, InputError, UnsupportedModel
+from edgeagent.errors import ArtifactError, BackendUnavailable, CalibrationError, InputError, UnsupportedModel
 from edgeagent.ir import ModelIR, save_proto, sha256_file
 
 from .cache import PLAN_FILE, TIMING_CACHE_FILE, EngineCache, EngineIdentity, mismatches
@@ -197,6 +197,24 @@ class TensorRTBackend(Backend):
             return Availability(False, "no library for device memory: neither torch with CUDA nor "
                                 "cuda-python is installed", "pip install cuda-python")
         return Availability(True)
+
+    def device_options(self, device: str) -> dict[str, Any]:
+        """`--device gpu|gpu.N` as the CUDA device index; TensorRT runs on nothing else.
+
+        Raises:
+            BackendUnavailable: not a GPU, or TensorRT or the GPU is missing here.
+        """
+        from edgeagent.backend import parse_device
+
+        kind, index = parse_device(device)
+        if kind != "gpu":
+            raise BackendUnavailable(f"tensorrt runs on NVIDIA GPUs only, not on {device!r}; GPUs here: "
+                                     f"{nvidia_gpus() or 'none'}")
+        self.require_available()
+        gpus = nvidia_gpus()
+        if (index or 0) >= max(1, len(gpus)):
+            raise BackendUnavailable(f"there is no GPU {index}: GPUs here: {gpus}")
+        return {"device": index or 0}
 
     def int8_recipes(self) -> list[tuple[str, dict[str, Any]]]:
         return [("qdq", {"int8": "qdq"})]

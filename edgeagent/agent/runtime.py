@@ -155,16 +155,19 @@ class EdgeAgent:
 
     @classmethod
     def load(cls, artifacts: str | os.PathLike, *, backend: str | None = None, precision: str | None = None,
-             threshold: float | None = None, options: Any = None, target: Any = None) -> EdgeAgent:
+             threshold: float | None = None, options: Any = None, target: Any = None,
+             device: str | None = None) -> EdgeAgent:
         """Open the best matching artifact in an agent folder.
 
         Args:
             artifacts: the agent folder.
-            backend, precision: which artifact (default: the host target's preference order among
+            backend: which backend's artifact (default: the host target's preference order among
                 the artifacts usable here).
+            precision: which precision (default: the preset's order among those present).
             threshold: confidence below which the answer is `not_understood` (default: the task's).
             options: the backend's load options, e.g. {"threads": "auto"} for onnxruntime.
             target: the target whose backend preference and threads apply (default: this host).
+            device: cpu, gpu, gpu.1, … for the chosen artifact's backend (default: where it was built for).
 
         Raises:
             InputError: no such folder, no artifact matching the request (the present ones are listed).
@@ -178,6 +181,15 @@ class EdgeAgent:
         artifact = choose_artifact(found, backend=backend, precision=precision, target=target)
         task.check_outputs(artifact.outputs, f"agent folder {folder}, artifact {artifact.path.name}")
         reader = task.reader(load_tokenizer_file(folder / record["tokenizer"]), threshold=threshold)
+        if device is not None:
+            from ..backend import get_backend
+
+            chosen = get_backend(artifact.backend)
+            _, on_device = chosen.split_options(chosen.device_options(device))
+            if options is not None and not isinstance(options, Mapping):
+                raise InputError("pass device= with options as a mapping, or put the device in the options "
+                                 "dataclass itself", field="device")
+            options = {**on_device, **dict(options or {})}
         return cls(load_session(artifact, options=options, target=target), reader, artifact=artifact, task=task)
 
     def act(self, text: str) -> ToolCall:

@@ -15,8 +15,10 @@ class BenchProtocol:
     """How each cell is timed. The defaults suit a quick run; `release()` is for published figures.
 
     Args:
-        warmup_calls, warmup_s: warm-up until both are reached (default 10 calls, 0.2 s).
-        min_calls, min_time_s: timed calls until both are reached (default 100, 1 s).
+        warmup_calls: warm-up calls, at least (default 10); warm-up also lasts `warmup_s`.
+        warmup_s: warm-up seconds, at least (default 0.2).
+        min_calls: timed calls, at least (default 100); timing also lasts `min_time_s`.
+        min_time_s: timed seconds, at least (default 1).
         repeats: measurement processes per cell (default 3); figures are medians across them.
         batch: batch size of the throughput run where the batch axis is dynamic (default 8; 1 skips).
         timing_inputs: distinct inputs cycled through while timing (default 64).
@@ -63,6 +65,8 @@ class BenchConfig:
         timeouts: seconds per stage group (compile, load, first_inference, run, accuracy).
         reference: fp32 ONNX model that artifacts' agreement is measured against.
         dims: sizes for symbolic dims when timing without data, e.g. {"sequence": 32}.
+        device: cpu, gpu, gpu.1, npu, …: every cell runs there, mapped to each backend's own device;
+            a backend that cannot use it, or a device absent here, makes the cell skipped with why.
         resume: continue an interrupted run from its journal.
         progress: show a progress bar on a terminal.
     """
@@ -80,6 +84,7 @@ class BenchConfig:
     timeouts: Mapping[str, float] = field(default_factory=dict)
     reference: str | os.PathLike | None = None
     dims: Mapping[str, int] = field(default_factory=dict)
+    device: str | None = None
     resume: bool = False
     progress: bool = True
     argv: Sequence[str] | None = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..artifact import open_artifact
 from ..backend import Precision, backend_entries
-from ..errors import InputError
+from ..errors import BackendUnavailable, InputError
 from ..ir import load
 from .config import BenchConfig
 
@@ -119,12 +119,18 @@ def plan_cells(config: BenchConfig, target, fit) -> list[Cell]:
                      for preset in presets(config, target)
                      for p in (config.precisions or preset.precisions)]
         for preset, precision in pairs:
-            label = preset.name + (f":{preset.device}" if preset.device else "")
+            device = config.device or preset.device
+            label = preset.name + (f":{device}" if device else "")
             name = f"{model['name']}[{label}/{precision}@{target.name}]"
             options = {**dict(preset.options), **({"device": preset.device} if preset.device else {}),
                        **dict(config.options.get(preset.name, {}))}
             cell = Cell(name, model, preset.name, precision, options=options)
-            cell.skip = skip_reason(cell, target, fit, preset.device)
+            cell.skip = skip_reason(cell, target, fit, None if config.device else preset.device)
+            if cell.skip is None and config.device:
+                try:
+                    options.update(backend_entries()[preset.name].backend.device_options(config.device))
+                except BackendUnavailable as exc:
+                    cell.skip = f"--device {config.device}: {exc}"
             if cell.skip is None:  # a misspelt option fails the run now, not each cell later
                 backend = backend_entries()[preset.name].backend
                 compile_values, load_values = backend.split_options(options)

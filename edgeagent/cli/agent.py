@@ -18,6 +18,7 @@ def register(sub) -> None:
         parser.add_argument("--artifacts", help="agent folder (default: the one `edgeagent demo` builds)")
         parser.add_argument("--backend")
         parser.add_argument("--precision")
+        parser.add_argument("--device", help="cpu, gpu, gpu.1, …: where the model runs")
     predict.add_argument("--format", choices=("jsonl", "text"), default="jsonl")
     agent.set_defaults(handler=handle)
     demo = sub.add_parser("demo", help="fine-tune, distil, compile and benchmark the home-assistant agent")
@@ -35,7 +36,7 @@ def _agent(args):
         if not (folder / AGENT_FILE).is_file():
             print("no agent artifacts yet: building them with `edgeagent demo` first", file=sys.stderr)
             build()
-    return EdgeAgent.load(folder, backend=args.backend, precision=args.precision)
+    return EdgeAgent.load(folder, backend=args.backend, precision=args.precision, device=getattr(args, "device", None))
 
 
 def _lines(args):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import parse_key_values
+from ._common import add_format, parse_key_values, print_json
 
 
 def _csv(value: str) -> list[str]:
@@ -42,11 +42,14 @@ def register(sub) -> None:
                         help="per-stage timeout: compile, load, first_inference, run, accuracy")
     parser.add_argument("--dim", action="append", metavar="NAME=SIZE",
                         help="size of a symbolic dim when timing without data, e.g. sequence=32")
+    parser.add_argument("--device", help="cpu, gpu, gpu.1, npu, …: run every cell there (each backend's own "
+                                         "device); cells whose backend cannot are skipped with the reason")
     parser.add_argument("--reference", metavar="MODEL.onnx",
                         help="fp32 model that artifacts' outputs are compared with")
     parser.add_argument("--gate", action="store_true", help="exit 1 when a cell breaks a target budget")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its journal")
     parser.add_argument("--out", required=True, metavar="FILE.json")
+    add_format(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -81,14 +84,18 @@ def handle(args) -> int:
     config = BenchConfig(models=args.models, out=args.out, workload=args.workload, eval=args.eval,
                          calibration=args.calibration, backends=args.backends, precisions=args.precisions,
                          target=args.target, protocol=protocol, options=options, timeouts=timeouts,
-                         reference=args.reference, dims=dims, resume=args.resume, argv=sys.argv[1:])
+                         reference=args.reference, dims=dims, device=args.device, resume=args.resume,
+                         argv=sys.argv[1:])
     document = run_bench(config)
-    print(markdown_table(document))
-    print(f"\nwrote {args.out}")
+    if args.format == "json":
+        print_json(document)
+    else:
+        print(markdown_table(document))
+        print(f"\nwrote {args.out}")
     if args.gate:
         failures = budget_failures(document)
         if failures:
             print("budget gate FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
             return 1
-        print("budget gate passed")
+        print("budget gate passed", file=sys.stderr if args.format == "json" else sys.stdout)
     return 0

@@ -24,6 +24,9 @@ def register(sub) -> None:
     parser.add_argument("--out", required=True, help="the artifact folder (written atomically)")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
                         help="backend option, e.g. int8=static, per_channel=true (repeatable)")
+    parser.add_argument("--device", help="cpu, gpu, gpu.1, npu, …: the device the artifact is for, mapped to the "
+                                         "backend's own (an OpenVINO device, an ONNX Runtime execution provider, "
+                                         "a TensorRT GPU); refused with the devices present if it is absent")
     add_format(parser)
     parser.set_defaults(handler=handle)
 
@@ -31,11 +34,13 @@ def register(sub) -> None:
 def handle(args) -> int:
     from ..pipeline import compile
 
+    options = _with_device(args.backend or "onnxruntime", parse_key_values(args.option), args.device)
     if args.precision == "auto":
         from ..recipes import choose
 
         artifact = choose(args.model, out=args.out, calibration=args.calibration, eval=args.eval,
-                          target=args.target, backends=[args.backend] if args.backend else None)
+                          target=args.target, backends=[args.backend] if args.backend else None,
+                          device=options.get("device") if args.device else None)
         if args.format != "json":
             _print_selection(artifact.manifest["selection"])
     elif args.workload and args.precision == "int8":
@@ -50,7 +55,7 @@ def handle(args) -> int:
             calibration = workload.calibration(load(args.model).inputs)
         artifact = int8_with_fallback(args.model, workload=workload, out=args.out,
                                       backend=args.backend or "onnxruntime", calibration=calibration,
-                                      options=parse_key_values(args.option), max_drop=args.max_drop)
+                                      options=options, max_drop=args.max_drop)
         check = artifact.manifest["int8_check"]
         kept = (check["fallback"] or {}).get("nodes_kept_fp32")
         print(f"{check['metric']}: fp32 {check['fp32'][check['metric']]:.4f}, int8 "
@@ -63,8 +68,7 @@ def handle(args) -> int:
 
             target = get_target(args.target)
         artifact = compile(args.model, args.backend or "onnxruntime", args.precision,
-                           calibration=args.calibration, target=target, out=args.out,
-                           options=parse_key_values(args.option) or None)
+                           calibration=args.calibration, target=target, out=args.out, options=options or None)
     if args.format == "json":
         print_json({"path": str(artifact.path), **artifact.manifest})
         return 0
@@ -72,6 +76,17 @@ def handle(args) -> int:
     print(f"compiled {args.model} → {artifact.path} ({artifact.backend}, {artifact.precision}, "
           f"recipe {recipe}, {artifact.size_bytes / 1e6:.2f} MB)")
     return 0
+
+
+def _with_device(backend_name: str, options: dict, device: str | None) -> dict:
+    """`--option`s plus the compile options that put the backend on `--device` (checked here)."""
+    if not device:
+        return options
+    from ..backend import get_backend
+
+    backend = get_backend(backend_name)
+    compile_values, _ = backend.split_options(backend.device_options(device))
+    return {**compile_values, **options}
 
 
 def _print_selection(selection) -> None:
