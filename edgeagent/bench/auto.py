@@ -19,6 +19,7 @@ from typing import Any
 from ..artifact import Artifact, atomic_write_text, build_atomically, open_artifact
 from ..backend import Precision, backend_entries
 from ..errors import CalibrationError, InputError, UnsupportedModel
+from ..progress import Steps
 from .cells import RunContext, run_cell
 from .config import BenchConfig, BenchProtocol
 from .grid import Cell, cell_folder_name, model_entry
@@ -106,8 +107,10 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
                          # recipe choice compares candidates on this machine as it is
                          limits=Limits(), started=_dt.datetime.now(_dt.UTC))
     rows = []
+    planned = candidates(target, backends, device)
+    progress = Steps(len(planned), "precision auto", unit="candidate")
     try:
-        for candidate in candidates(target, backends, device):
+        for candidate in planned:
             label = candidate["backend"] + (f":{candidate['device']}" if candidate["device"] else "")
             cell = Cell(f"{entry['name']}[{label}/{candidate['precision']}:{candidate['recipe']}@{target.name}]",
                         entry, candidate["backend"], candidate["precision"], options=candidate["options"])
@@ -122,6 +125,8 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
                          "agreement": record.get("agreement"),
                          "size_bytes": record.get("size_bytes"),
                          "artifact": str(context.workdir / cell_folder_name(cell.name))})
+            row = rows[-1]
+            progress.done(f"{cell.name}: {row['status']}" + (f", p50 {row['p50_ms']:.3g} ms" if row["p50_ms"] else ""))
         winner = _select(rows, max_drop)
         table = {"max_drop": max_drop, "accuracy_from": "labels in " + str(data) if _has_labels(data) else
                  f"top-1 agreement with fp32 on {data}", "emulated": fitted.mode == "emulated",
@@ -138,6 +143,7 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
 
         return build_atomically(out, build)
     finally:
+        progress.close()
         shutil.rmtree(context.workdir, ignore_errors=True)
 
 

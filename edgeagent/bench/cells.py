@@ -117,7 +117,8 @@ def summarise(runs: list[dict[str, Any]], context: RunContext, cell: Cell) -> di
     first = runs[0]
     summary: dict[str, Any] = {
         "status": "ok", "stats": stats, "spread": spread,
-        "repeats": [{k: v for k, v in s.items() if k != "quantiles"} for s in per_run],
+        # Each repeat keeps its 101 quantiles: compare bootstraps its confidence intervals from them.
+        "repeats": [dict(s) for s in per_run],
         "flags": ["unstable"] if is_unstable(stats, spread, context.config.protocol.max_cv) else [],
         "threads": first.get("threads"), "input_shapes": first.get("input_shapes"),
         **({"thread_choice_us": first["thread_choice_us"]} if first.get("thread_choice_us") else {}),

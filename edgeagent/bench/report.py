@@ -15,9 +15,15 @@ from typing import Any
 
 from ..errors import InputError
 from .results import primary_metric
+from .stats import robust_cv
 
-COLUMNS = ("cell", "status", "p50_ms", "p90_ms", "p99_ms", "cv", "load_ms", "first_ms", "peak_mib",
-           "size_mib", "accuracy", "top1_agreement", "max_abs_diff", "drop_points", "budgets", "flags")
+COLUMNS = ("cell", "status", "p50_ms", "p90_ms", "p99_ms", "cv_stddev", "cv_robust", "load_ms", "first_ms",
+           "peak_mib", "size_mib", "accuracy", "top1_agreement", "max_abs_diff", "drop_points", "budgets", "flags")
+# What each spread column measures, printed under the table: the plain CV is dragged up by one
+# descheduled call, so `unstable` reads the robust one.
+SPREAD_LEGEND = ("cv_stddev = stddev / mean of per-call latency; cv_robust = IQR / 1.349 / median, the "
+                 "measure the `unstable` flag uses (threshold max_cv, also applied to the min–max spread of p50 "
+                 "across repeats)")
 
 
 def _ms(value: float | None) -> float | None:
@@ -44,7 +50,8 @@ def cell_row(cell: Mapping[str, Any]) -> dict[str, Any]:
         "cell": cell["name"], "status": cell["status"] if cell["status"] == "ok" else
         f"{cell['status']}: {cell.get('message') or ''}".strip(),
         "p50_ms": _ms(stats.get("p50")), "p90_ms": _ms(stats.get("p90")), "p99_ms": _ms(stats.get("p99")),
-        "cv": stats.get("cv"), "load_ms": _ms(cold.get("load_s")), "first_ms": _ms(cold.get("first_inference_s")),
+        "cv_stddev": stats.get("cv"), "cv_robust": robust_cv(stats) if stats else None,
+        "load_ms": _ms(cold.get("load_s")), "first_ms": _ms(cold.get("first_inference_s")),
         "peak_mib": _mib((cell.get("memory") or {}).get("peak_rss_bytes")),
         "size_mib": _mib(cell.get("size_bytes")),
         "accuracy": f"{metric}={accuracy[metric]:.4f}" if metric else None,
@@ -86,6 +93,7 @@ def markdown_table(documents: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -
             row = cell_row(cell)
             rows.append("| " + " | ".join(_fmt(row[c]) for c in COLUMNS) + " |")
         parts.append("\n".join(rows))
+    parts.append(f"_{SPREAD_LEGEND}._")
     return "\n\n".join(parts)
 
 
@@ -184,3 +192,86 @@ def plot(documents: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# pytest-benchmark's format
+
+def to_pytest_benchmark(documents: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Results in pytest-benchmark's JSON layout, which `pytest-benchmark compare` reads, and the
+    cells that could not be converted (every cell not ok: it has no timings), with why.
+
+    Each ok cell becomes one benchmark: `group` is the target, `name` the cell, `stats` its
+    per-call latency in seconds (medians across repeats, as in the native file). pytest-benchmark
+    counts outliers over raw samples; edgeagent keeps 101 quantiles of the median repeat, so the
+    outlier counts are estimated from them (`extra_info.outliers_from`). The native JSON stays
+    the source of truth.
+    """
+    if not documents:
+        raise InputError("no results to convert", field="results")
+    first = documents[0]
+    machine = first.get("machine_info") or {}
+    benchmarks, skipped = [], []
+    for document in documents:
+        target = (document.get("target") or {}).get("name", "?")
+        protocol = (document.get("settings") or {}).get("protocol") or {}
+        for cell in document["benchmarks"]:
+            if cell.get("status") != "ok" or not cell.get("stats"):
+                skipped.append({"name": cell.get("name"), "status": cell.get("status"), "message": cell.get("message"),
+                                "target": target})
+                continue
+            benchmarks.append({
+                "group": target, "name": cell["name"], "fullname": f"edgeagent::{target}::{cell['name']}",
+                "params": None, "param": None,
+                "extra_info": {"backend": cell.get("backend"), "precision": cell.get("precision"),
+                               "emulated": cell.get("emulated"), "primary_metric": primary_metric(cell),
+                               "accuracy": cell.get("accuracy"), "size_bytes": cell.get("size_bytes"),
+                               "peak_rss_bytes": (cell.get("memory") or {}).get("peak_rss_bytes"),
+                               "p90": cell["stats"].get("p90"), "p99": cell["stats"].get("p99"),
+                               "outliers_from": "101 quantiles of the median repeat"},
+                "options": {"disable_gc": False, "timer": "perf_counter_ns",
+                            "min_rounds": protocol.get("min_calls"), "max_time": None,
+                            "min_time": protocol.get("min_time_s"), "warmup": bool(protocol.get("warmup_calls")),
+                            "precision": None, "confidence": None},
+                "stats": _pytest_benchmark_stats(cell["stats"]),
+            })
+    software = machine.get("software") or {}
+    converted = {
+        "machine_info": {"node": machine.get("node", ""), "processor": machine.get("cpu", ""),
+                         "machine": machine.get("machine", ""), "python_compiler": "",
+                         "python_implementation": "CPython", "python_implementation_version": software.get("python"),
+                         "python_version": software.get("python"), "python_build": [], "release": "",
+                         "system": machine.get("system", ""), "cpu": {"brand_raw": machine.get("cpu", ""),
+                                                                      "flags": [k for k, v in (machine.get("cpu_flags")
+                                                                                               or {}).items() if v]}},
+        "commit_info": {"id": (first.get("commit_info") or {}).get("id") or "unversioned", "time": None,
+                        "author_time": None, "dirty": bool((first.get("commit_info") or {}).get("dirty")),
+                        "project": "edgeagent", "branch": (first.get("commit_info") or {}).get("branch") or "(unknown)"},
+        "benchmarks": benchmarks, "datetime": first.get("datetime"), "version": "5.1.0",
+        "edgeagent": {"schema": first.get("schema"), "not_converted": skipped},
+    }
+    return converted, skipped
+
+
+def _pytest_benchmark_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    q1, q3, iqr = float(stats["q1"]), float(stats["q3"]), float(stats["iqr"])
+    quantiles = np.asarray(stats.get("quantiles") or [], dtype=np.float64)
+    rounds = int(stats["rounds"])
+    low_fence, high_fence = q1 - 1.5 * iqr, q3 + 1.5 * iqr
+    mean, stddev = float(stats["mean"]), float(stats["stddev"])
+    if quantiles.size:
+        share = (lambda mask: int(round(float(mask.mean()) * rounds)))
+        iqr_outliers = share((quantiles < low_fence) | (quantiles > high_fence))
+        stddev_outliers = share((quantiles < mean - stddev) | (quantiles > mean + stddev))
+        inside = quantiles[(quantiles >= low_fence) & (quantiles <= high_fence)]
+        ld15, hd15 = (float(inside.min()), float(inside.max())) if inside.size else (float(stats["min"]), float(stats["max"]))
+    else:
+        iqr_outliers = stddev_outliers = 0
+        ld15, hd15 = float(stats["min"]), float(stats["max"])
+    return {"min": float(stats["min"]), "max": float(stats["max"]), "mean": mean, "stddev": stddev,
+            "rounds": rounds, "median": float(stats["median"]), "iqr": iqr, "q1": q1, "q3": q3,
+            "iqr_outliers": iqr_outliers, "stddev_outliers": stddev_outliers,
+            "outliers": f"{stddev_outliers};{iqr_outliers}", "ld15iqr": ld15, "hd15iqr": hd15,
+            "ops": float(stats["ops"]), "total": float(stats["total"]), "iterations": 1}

@@ -10,6 +10,7 @@ so a killed run resumes with `--resume` and no cell is run or recorded twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -65,7 +66,37 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         if not isinstance(cell, dict) or "name" not in cell or cell.get("status") not in STATUSES:
             raise ResultsError(f"{path}: benchmarks[{i}] lacks a name or a valid status "
                                f"({', '.join(STATUSES)})", field=f"benchmarks[{i}]")
+    _validate(path, document)
     return document
+
+
+@functools.cache
+def _validator():
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _validate(path: Path, document: Mapping[str, Any]) -> None:
+    """Check a results document against results.schema.json, naming the first problem's place.
+
+    Raises:
+        ResultsError: the document does not follow the schema (e.g. an ok cell without stats).
+    """
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(document))
+    if error is None:
+        return
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    cell = ""
+    parts = list(error.absolute_path)
+    if len(parts) >= 2 and parts[0] == "benchmarks" and isinstance(parts[1], int):
+        cell = f" (cell {document['benchmarks'][parts[1]].get('name')!r})"
+    raise ResultsError(f"{path} does not follow the results schema {SCHEMA}: at {where or 'the top level'}{cell}: "
+                       f"{error.message}; was it written by another tool or edited by hand? Rerun the bench",
+                       field=where or "document")
 
 
 class Journal:

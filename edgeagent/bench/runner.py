@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..progress import Steps
 from .cells import RunContext, baselines, limits_for, run_cell
 from .config import BenchConfig
 from .grid import Cell, plan_cells, workload_spec
@@ -62,16 +62,18 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     context = RunContext(config, target, fit, workload, timeouts, limits_for(target, fit),
                          started=_dt.datetime.now(_dt.UTC))
     context.baselines = baselines([c.backend for c in cells if not c.skip], context)
-    progress = _progress(len(cells), config.progress)
+    progress = Steps(len(cells), "bench", unit="cell", enabled=config.progress)
     try:
         for cell in cells:
-            progress.set_description(cell.name)
-            if cell.name not in done:
-                record = run_cell(cell, context)
-                journal.record(record)
-                done[cell.name] = record
-                write_results(out, assemble(context, cells, done, complete=False))
-            progress.update(1)
+            progress.describe(cell.name)
+            if cell.name in done:
+                progress.done(f"{cell.name}: done before the resume")
+                continue
+            record = run_cell(cell, context)
+            journal.record(record)
+            done[cell.name] = record
+            write_results(out, assemble(context, cells, done, complete=False))
+            progress.done(f"{cell.name}: {record['status']}")
     finally:
         progress.close()
         shutil.rmtree(context.workdir, ignore_errors=True)  # compiled artifacts and cell logs
@@ -79,22 +81,3 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     write_results(out, document)
     journal.remove()
     return document
-
-
-def _progress(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # a progress bar is a nicety, never a reason to fail
-        enabled = False
-    if not enabled:
-        class _Silent:
-            def set_description(self, _):
-                pass
-
-            def update(self, _):
-                pass
-
-            def close(self):
-                pass
-        return _Silent()
-    return tqdm(total=total, unit="cell", file=sys.stderr, disable=None, dynamic_ncols=True)

@@ -86,6 +86,12 @@ def relative_spread(stats: Mapping[str, Any], spread: Mapping[str, Mapping[str, 
     return (spread[name]["max"] - spread[name]["min"]) / float(stats[name])
 
 
+def robust_cv(stats: Mapping[str, Any]) -> float:
+    """IQR / 1.349 / median: the CV a normal distribution would have, unmoved by a few outliers."""
+    median = float(stats.get("median") or 0.0)
+    return float(stats.get("iqr", 0.0)) / 1.349 / median if median > 0 else 0.0
+
+
 def is_unstable(stats: Mapping[str, Any], spread: Mapping[str, Mapping[str, float]] | None,
                 max_cv: float) -> bool:
     """Unstable when calls within a run vary beyond `max_cv`, or repeats disagree beyond it.
@@ -93,6 +99,4 @@ def is_unstable(stats: Mapping[str, Any], spread: Mapping[str, Mapping[str, floa
     The within-run test uses the IQR relative to the median (a robust CV), since one
     descheduled call on a shared machine inflates the plain CV without moving the median.
     """
-    median = float(stats.get("median") or 0.0)
-    robust_cv = float(stats.get("iqr", 0.0)) / 1.349 / median if median > 0 else 0.0
-    return robust_cv > max_cv or relative_spread(stats, spread) > max_cv
+    return robust_cv(stats) > max_cv or relative_spread(stats, spread) > max_cv

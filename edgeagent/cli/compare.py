@@ -10,7 +10,8 @@ def register(sub) -> None:
     parser.add_argument("base", metavar="BASE.json")
     parser.add_argument("new", metavar="NEW.json")
     parser.add_argument("--max-latency-regression", type=float, default=10.0, metavar="PCT",
-                        help="p50 slowdown allowed beyond the measured noise, in percent (default 10)")
+                        help="p50 slowdown allowed, in percent (default 10): a cell fails when the 95%% bootstrap "
+                             "confidence interval of its p50 change lies entirely above it")
     parser.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
                         help="accuracy drop allowed, in percentage points (default 1)")
     parser.add_argument("--strict-hardware", action="store_true",
@@ -36,9 +37,14 @@ def handle(args) -> int:
         def num(value, spec):
             return "–" if value is None else format(value, spec)
 
+        def interval(d):
+            return "–" if d.latency_ci_pct is None else f"[{d.latency_ci_pct[0]:+.1f}, {d.latency_ci_pct[1]:+.1f}]"
+
         print(table([[d.name, d.verdict, num(d.base_p50_ms, ".4g"), num(d.new_p50_ms, ".4g"),
-                      num(d.latency_pct, "+.1f"), num(d.noise_pct, ".1f"), num(d.accuracy_points, "+.2f"),
+                      num(d.latency_pct, "+.1f"), interval(d), num(d.accuracy_points, "+.2f"),
                       "; ".join(d.reasons)] for d in deltas],
-                    ["cell", "verdict", "base p50 ms", "new p50 ms", "Δ%", "noise %", "Δacc pts", "why"]))
+                    ["cell", "verdict", "base p50 ms", "new p50 ms", "Δp50 %", "95% CI of Δp50 %", "Δacc pts", "why"]))
+        print("\nLatency regresses only when the whole bootstrap confidence interval of the p50 change lies above "
+              f"--max-latency-regression ({args.max_latency_regression:g} %).")
         print(f"\n{len(regressions)} regression(s) in {len(deltas)} cell(s)")
     return 1 if regressions else 0

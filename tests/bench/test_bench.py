@@ -108,6 +108,7 @@ def test_every_cell_has_latency_memory_accuracy_and_provenance(results):
 
 
 def test_report_writes_markdown_csv_and_plot(results, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs the plot extra")
     md, table, png = tmp_path / "r.md", tmp_path / "r.csv", tmp_path / "r.png"
     assert main(["report", str(results), "--md", str(md), "--csv", str(table), "--plot", str(png)]) == 0
     text = md.read_text()
@@ -119,12 +120,16 @@ def test_report_writes_markdown_csv_and_plot(results, tmp_path, capsys):
 
 
 def test_compare_passes_on_itself_and_fails_on_a_regression(results, tmp_path, capsys):
+    pytest.importorskip("scipy", reason="compare's confidence intervals need the stats extra")
     assert main(["compare", str(results), str(results)]) == 0
     slower = json.loads(results.read_text())
     cell = slower["benchmarks"][1]
+    for run in [cell["stats"], *cell["repeats"]]:  # every call three times slower
+        for key in ("p50", "p90", "median"):
+            run[key] *= 3
+        run["quantiles"] = [q * 3 for q in run["quantiles"]]
     for key in ("p50", "p90"):
-        cell["stats"][key] *= 3
-        cell["spread"][key] = {"min": cell["stats"][key], "max": cell["stats"][key]}
+        cell["spread"][key] = {"min": cell["spread"][key]["min"] * 3, "max": cell["spread"][key]["max"] * 3}
     (tmp_path / "slow.json").write_text(json.dumps(slower))
     capsys.readouterr()
     assert main(["compare", str(results), str(tmp_path / "slow.json"), "--format", "json"]) == 1
@@ -253,3 +258,60 @@ def test_an_artifact_runs_as_built(files, tmp_path):
     assert cell["name"] == "art[onnxruntime/int8@host]" and cell["model"]["kind"] == "artifact"
     assert cell["status"] == "ok" and cell["cold_start"]["compile_s"] is None
     assert cell["agreement"]["top1"] >= 0.98
+
+
+def test_bench_and_report_print_json_for_programs(files, results, tmp_path, capsys):
+    folder, model, data = files
+    capsys.readouterr()
+    assert main(["bench", str(model), "--eval", str(data), "--backends", "onnxruntime", "--precisions", "fp32",
+                 *QUICKER, "--format", "json", "--out", str(tmp_path / "j.json")]) == 0
+    document = json.loads(capsys.readouterr().out)  # nothing but the document on stdout
+    assert document["schema"] == SCHEMA and document["benchmarks"][0]["status"] == "ok"
+    assert main(["report", str(results), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["benchmarks"] == load_results(results)["benchmarks"]
+
+
+def test_report_converts_to_pytest_benchmark_listing_what_it_cannot(results, tmp_path, capsys):
+    mixed = json.loads(results.read_text())
+    failed = copy.deepcopy(mixed["benchmarks"][0])
+    failed.update(name="mlp[onnxruntime/fp16@host]", status="crashed", message="died of SIGSEGV")
+    for key in ("stats", "memory", "spread", "repeats"):
+        failed.pop(key, None)
+    mixed["benchmarks"].append(failed)
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    out = tmp_path / "pb.json"
+    assert main(["report", str(tmp_path / "mixed.json"), "--format", "pytest-benchmark", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "not converted: mlp[onnxruntime/fp16@host] (crashed: died of SIGSEGV)" in err
+    converted = json.loads(out.read_text())
+    assert [b["name"] for b in converted["benchmarks"]] == [c["name"] for c in load_results(results)["benchmarks"]]
+    assert converted["edgeagent"]["not_converted"][0]["status"] == "crashed"
+    # pytest-benchmark's own reader accepts it (it failed with KeyError: 'group' on the native file).
+    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(out), "--columns", "min,median"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "mlp[onnxruntime/fp32@host]" in proc.stdout and "Median" in proc.stdout
+
+
+def test_results_are_validated_against_the_schema_when_read(results, tmp_path, capsys):
+    broken = json.loads(results.read_text())
+    del broken["benchmarks"][0]["stats"]  # an ok cell without timings: compare used to die with KeyError
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    assert main(["compare", str(results), str(tmp_path / "broken.json")]) == 1
+    err = capsys.readouterr().err
+    assert "does not follow the results schema" in err and "'stats' is a required property" in err
+    assert "mlp[onnxruntime/fp32@host]" in err
+
+
+def test_device_flag_skips_cells_a_backend_cannot_run_there(files, tmp_path):
+    import onnxruntime
+
+    folder, model, data = files
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this host has a CUDA build of ONNX Runtime")
+    out = tmp_path / "gpu.json"
+    assert main(["bench", str(model), "--eval", str(data), "--backends", "onnxruntime", "--precisions", "fp32",
+                 "--device", "gpu", *QUICKER, "--out", str(out)]) == 0
+    (cell,) = load_results(out)["benchmarks"]
+    assert cell["name"] == "mlp[onnxruntime:gpu/fp32@host]" and cell["status"] == "skipped"
+    assert "CUDAExecutionProvider" in cell["message"]

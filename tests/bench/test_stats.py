@@ -57,20 +57,40 @@ def test_pareto_front_keeps_only_undominated_points():
     assert sorted(pareto_front(points)) == [0, 1, 2, 4]
 
 
-def _cell(p50, spread=0.0, accuracy=0.95, status="ok"):
-    stats = {"p50": p50}
-    return {"name": "m[onnxruntime/fp32@host]", "status": status, "stats": stats,
-            "spread": {"p50": {"min": p50 * (1 - spread / 2), "max": p50 * (1 + spread / 2)}},
+def _cell(p50, spread=0.0, accuracy=0.95, status="ok", repeats=3, jitter=0.02):
+    """A cell of `repeats` runs whose medians sit spread apart (relative), each run's 101 latency
+    quantiles spanning ±jitter around its median."""
+    shifts = np.linspace(1 - spread / 2, 1 + spread / 2, repeats)
+    runs = [{"p50": p50 * k, "quantiles": list(p50 * k * (1 + jitter * np.linspace(-1, 1, 101)))} for k in shifts]
+    stats = {"p50": p50, "quantiles": runs[len(runs) // 2]["quantiles"]}
+    return {"name": "m[onnxruntime/fp32@host]", "status": status, "stats": stats, "repeats": runs,
+            "spread": {"p50": {"min": p50 * shifts[0], "max": p50 * shifts[-1]}},
             "accuracy": {"accuracy": accuracy}}
 
 
 @pytest.mark.parametrize("base, new, verdict", [
     (_cell(1e-3), _cell(1.05e-3), "ok"),
-    (_cell(1e-3), _cell(1.2e-3), "regression"),
-    (_cell(1e-3, spread=0.2), _cell(1.2e-3, spread=0.2), "noise"),  # inside 10% + 20% noise
+    (_cell(1e-3), _cell(1.2e-3), "regression"),                        # 95 % CI about [+19, +21] %
+    (_cell(1e-3, spread=0.2), _cell(1.2e-3, spread=0.2), "noise"),     # repeats 20 % apart: CI reaches below 10 %
     (_cell(1e-3), _cell(0.5e-3), "improvement"),
     (_cell(1e-3), _cell(1e-3, accuracy=0.93), "regression"),          # -2 points
     (_cell(1e-3), _cell(1e-3, status="crashed"), "regression"),
+    (_cell(1e-3, repeats=1), _cell(1.2e-3, repeats=1), "regression"),  # one run each: within-run quantiles
 ])
 def test_compare_verdicts(base, new, verdict):
+    pytest.importorskip("scipy", reason="compare's confidence intervals need the stats extra")
     assert compare_cells(base, new, max_latency_regression=10, max_accuracy_drop=1).verdict == verdict
+
+
+def test_the_gate_states_its_confidence_interval():
+    pytest.importorskip("scipy", reason="compare's confidence intervals need the stats extra")
+    delta = compare_cells(_cell(1e-3, spread=0.2), _cell(1.2e-3, spread=0.2), max_latency_regression=10,
+                          max_accuracy_drop=1)
+    low, high = delta.latency_ci_pct
+    assert delta.confidence == 0.95 and low < 10 < 20 < high  # the point estimate sits inside
+    assert "95% CI" in delta.reasons[0]
+    tight = compare_cells(_cell(1e-3), _cell(1.2e-3), max_latency_regression=10, max_accuracy_drop=1)
+    assert 10 < tight.latency_ci_pct[0] <= tight.latency_ci_pct[1] < 30  # identical repeats: a narrow interval
+    # The same files give the same interval: the bootstrap is seeded.
+    assert compare_cells(_cell(1e-3, spread=0.2), _cell(1.2e-3, spread=0.2), max_latency_regression=10,
+                         max_accuracy_drop=1).latency_ci_pct == delta.latency_ci_pct
