@@ -16,6 +16,7 @@ from typing import Any
 from .artifact import Artifact, atomic_write_text, build_atomically, open_artifact
 from .bench.auto import DEFAULT_MAX_DROP, candidates, choose
 from .errors import UnsupportedModel
+from .log import log
 
 __all__ = ["DEFAULT_MAX_DROP", "candidates", "choose", "evaluate_artifact", "int8_with_fallback", "node_sensitivity"]
 
@@ -50,9 +51,13 @@ def node_sensitivity(ir, backend: str, options: dict[str, Any], calibration, wor
 
     from .pipeline import compile as compile_model
 
+    from .progress import Steps
+
     nodes = [n.name for n in ir.proto(load_weights=False).graph.node if n.op_type in QUANTIZABLE_OPS and n.name]
     results = []
+    progress = Steps(len(nodes), "INT8 sensitivity", unit="node")
     for index, node in enumerate(nodes):
+        progress.done(node)
         try:
             artifact = compile_model(ir, backend, "int8", calibration=calibration,
                                      options={**options, "nodes_to_quantize": (node,)},
@@ -65,6 +70,7 @@ def node_sensitivity(ir, backend: str, options: dict[str, Any], calibration, wor
                     for k in reference)
         results.append({"node": node, "error": error})
         shutil.rmtree(artifact.path, ignore_errors=True)
+    progress.close()
     return sorted(results, key=lambda r: -r["error"])
 
 
@@ -107,6 +113,7 @@ def int8_with_fallback(model, *, workload, out: str | os.PathLike, backend: str 
             kept: list[str] = []
             attempt = None
             for count in _doubling(len(errors)):
+                log.info("INT8 fallback: %d most sensitive node(s) kept in fp32", count)
                 kept = [e["node"] for e in errors[:count]]
                 attempt = compile_model(ir, backend, "int8", calibration=calibration,
                                         options={**options, "nodes_to_exclude": tuple(kept)},

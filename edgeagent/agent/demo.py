@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ..log import log
 from ..paths import edgeagent_home
 
 TEACHER_EPOCHS = 3
@@ -53,7 +53,7 @@ def agent_folder() -> Path:
 
 
 def _step(name: str, done: bool) -> float:
-    print(f"[demo] {name}{' (cached)' if done else ''}", file=sys.stderr, flush=True)
+    log.info("[demo] %s%s", name, " (cached)" if done else "")
     return time.perf_counter()
 
 
@@ -73,7 +73,7 @@ def _forget_stale(steps: list[tuple[Path, Path, str]], results: Path) -> None:
         except (OSError, ValueError):
             built_from = None
         if stale or built_from != data:
-            print(f"[demo] {folder} was built from other data or settings: rebuilding it", file=sys.stderr)
+            log.info("[demo] %s was built from other data or settings: rebuilding it", folder)
             shutil.rmtree(folder, ignore_errors=True)
             # Its checkpoints would resume the old run.
             shutil.rmtree(folder.with_name(folder.name + ".checkpoints"), ignore_errors=True)
@@ -179,6 +179,6 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
     try:
         plot([document], work / "report.png")
     except Exception as exc:  # noqa: BLE001 - the table matters more than the picture
-        print(f"[demo] no plot: {exc}", file=sys.stderr)
+        log.warning("[demo] no plot: %s", exc)
     return {"home": str(edgeagent_home()), "agent": str(folder), "table": table, "timings_s": timings,
             "report": str(work / "report.md"), "plot": str(work / "report.png")}

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..progress import Steps
 from ..tasks import IGNORE
 from .models import _torch
 
@@ -194,6 +195,8 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
         state = _load_checkpoint(folder, model, projection, optimizer, scheduler, generator, torch)
     best_state = None
     lengths = [len(e["input_ids"]) for e in train_set]
+    epochs_bar = Steps(epochs - state["epoch"], "distillation" if teacher is not None else "fine-tuning",
+                       unit="epoch", enabled=progress)
     for epoch in range(state["epoch"], epochs):
         model.train()
         started = time.perf_counter()
@@ -238,6 +241,7 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "eval": score,
                   "seconds": time.perf_counter() - started}
         state["history"].append(record)
+        epochs_bar.done(f"epoch {epoch + 1}/{epochs}", loss=record["loss"], eval=record["eval"])
         improved = score > state["best"]
         if improved:
             state["best"], state["stale"] = score, 0
@@ -249,6 +253,7 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
             _save_checkpoint(folder, model, projection, optimizer, scheduler, generator, state, best_state, torch)
         if eval_set and state["stale"] >= patience:
             break  # early stopping on the eval metric
+    epochs_bar.close()
     if best_state is None and folder and (folder / "best.safetensors").is_file():
         from safetensors.torch import load_file
 
