@@ -137,3 +137,61 @@ def test_export_module_function_spec(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     code, _, err = run_cli("export", "mymodel:nothing", "--out", tmp_path / "n.onnx", capsys=capsys)
     assert code == 1 and "no callable" in err
+
+
+def test_the_shipped_examples_export_from_an_installed_package(tmp_path, capsys):
+    code, out, _ = run_cli("export", "edgeagent.examples:tiny_classifier", "--out", tmp_path / "c.onnx",
+                           "--format", "json", capsys=capsys)
+    assert code == 0
+    record = json.loads(out)
+    assert record["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 32]}]
+    assert record["metadata"]["source"] == "edgeagent.examples:tiny_classifier" and len(record["sha256"]) == 64
+    assert "built in code" in record["check"]
+    if __import__("importlib").util.find_spec("torch"):
+        code, out, _ = run_cli("export", "edgeagent.examples:tiny_encoder", "--out", tmp_path / "e.onnx",
+                               capsys=capsys)
+        assert code == 0 and "parity with PyTorch holds" in out
+
+
+def test_device_flag_maps_to_the_backend_or_names_the_devices_present(tmp_path, capsys):
+    model = models.mlp_classifier(tmp_path / "m.onnx")
+    code, out, _ = run_cli("compile", model, "--device", "cpu", "--out", tmp_path / "cpu", "--format", "json",
+                           capsys=capsys)
+    assert code == 0 and json.loads(out)["recipe"]["device"] == "cpu"
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        code, _, err = run_cli("compile", model, "--device", "gpu.1", "--out", tmp_path / "gpu", capsys=capsys)
+        assert code == 1 and "CUDAExecutionProvider" in err and "edgeagent[gpu]" in err
+        assert not (tmp_path / "gpu").exists()
+    code, _, err = run_cli("compile", model, "--device", "tpu..", "--out", tmp_path / "x", capsys=capsys)
+    assert code == 1 and "not of the form" in err
+    if __import__("edgeagent").get_backend("openvino").available():
+        code, _, err = run_cli("compile", model, "--backend", "openvino", "--device", "npu.3",
+                               "--out", tmp_path / "npu", capsys=capsys)
+        assert code == 1 and "present devices" in err and "CPU" in err
+
+
+def test_verbosity_routes_the_sdks_own_warnings(mlp_path, tmp_path, capsys):
+    # ONNX Runtime's quantizer logs its warnings on the root logger; edgeagent keeps them for -v.
+    assert main(["compile", str(mlp_path), "--precision", "int8", "--out", str(tmp_path / "a")]) == 0
+    assert "[onnxruntime]" not in capsys.readouterr().err
+    assert main(["-v", "compile", str(mlp_path), "--precision", "int8", "--out", str(tmp_path / "b")]) == 0
+    assert "[onnxruntime]" in capsys.readouterr().err
+    assert main(["-q", "compile", str(mlp_path), "--precision", "int8", "--out", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_bug_in_edgeagent_exits_3_not_as_a_usage_error(monkeypatch, capsys):
+    from edgeagent.cli import backends
+    from edgeagent.errors import InternalError
+
+    def broken(args):
+        raise InternalError("an invariant broke")
+
+    monkeypatch.setattr(backends, "handle", broken)
+    assert main(["backends"]) == 3
+    assert "bug in edgeagent" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["no-such-command"])
+    assert usage.value.code == 2
