@@ -33,8 +33,13 @@ def compile(model: ModelIR | str | os.PathLike, backend: str = "onnxruntime",  #
         The verified Artifact.
 
     Raises:
-        ModelRejected, BackendUnavailable, UnsupportedPrecision, CalibrationError,
-        UnsupportedModel, ArtifactError, InputError.
+        ModelRejected: the model file is unsafe or invalid.
+        BackendUnavailable: the backend is unknown or its SDK or device is missing.
+        UnsupportedPrecision: the backend does not compile that precision.
+        CalibrationError: INT8 calibration data is missing or does not match the model.
+        UnsupportedModel: the backend cannot convert or build part of the model.
+        ArtifactError: `out` is a non-empty folder that is not an artifact.
+        InputError: options or arguments the backend refuses.
     """
     ir = model if isinstance(model, ModelIR) else load(model)
     chosen = get_backend(backend)

@@ -38,7 +38,10 @@ def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Seque
             `output_names`, `labels` and `metric` (its `training_metric`) unless they are given.
         temperature: softening T of both distributions (default 2.0).
         alpha: weight of the distillation term; 1 − alpha weighs cross-entropy (default 0.5).
-        epochs, lr, batch_size, seed: training settings (defaults 10, 1e-3, 32, 0).
+        epochs: passes over `train` at most (default 10).
+        lr: AdamW's peak learning rate, after a linear warm-up (default 1e-3).
+        batch_size: examples per step (default 32).
+        seed: seeds shuffling, dropout and initialisation: same seed, same student (default 0).
         hidden_loss: "mse" adds a hidden-state loss through a learned projection (default None).
         hidden_weight: its weight (default 1.0).
         output_names: names of the model's outputs, in order (default ("logits",)).
