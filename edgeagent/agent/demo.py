@@ -45,7 +45,7 @@ STUDENT_LR = 1e-4
 ORT_INT8 = {"int8": "dynamic", "per_channel": True}
 # The agent folder's layout (agent.json with the task and file hashes); bumped when it changes, so a
 # folder in an older layout is rebuilt from the cached student.
-AGENT_FORMAT = "agent/1"
+AGENT_FORMAT = "agent/1+calibration"
 
 
 def agent_folder() -> Path:
@@ -91,6 +91,7 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
     from ..distill.workflow import export_model, saved_labels, score, train_teacher
     from ..pipeline import compile as compile_model
     from ..workloads import ha_intents
+    from .calibrate import calibrate
     from .runtime import AGENT_FILE, write_agent_folder
 
     work = edgeagent_home() / "ha-intents"
@@ -159,6 +160,9 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
                 compile_model(ir, backend, precision, calibration=calibration, options=options,
                               out=staging / f"{backend}-{precision}")
         write_agent_folder(staging, task, tokenizer=workload.tokenizer_path, extra={"data": agent_key})
+        # Each artifact's confidence calibrated on the dev split (templates, phrasings and held-out
+        # negatives), and the threshold that rejects at most 1 % of its in-domain sentences.
+        calibrate(staging, workload.training_examples("dev"), fitted_on="ha-intents dev split")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(staging, folder)
     timings["compile_s"] = time.perf_counter() - start

@@ -1,15 +1,24 @@
 """A small simulated home: the demo environment whose state an utterance changes.
 
-Devices are found by name, else by area (and domain); each handler returns what it did, so the
-chat shows the effect and tests can check the state.
+Its devices come from a home file (`data/simulated_home.yaml` by default, any file in the shape
+`homefile.Home` reads otherwise). Devices are found by name, else by area (and domain); each
+handler returns what it did, so the chat shows the effect and tests can check the state.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .runtime import EdgeAgent, ToolCall
+
+SIMULATED_HOME = Path(__file__).with_name("data") / "simulated_home.yaml"
+# A device's state when the home file says nothing of it, by domain.
+INITIAL_STATE = {"light": {"on": False, "brightness": 100, "color": "white"}, "switch": {"on": False},
+                 "fan": {"on": False, "percentage": 0}, "cover": {"position": 0}, "climate": {"temperature": 20},
+                 "media_player": {"playing": False, "volume": 30, "muted": False}, "vacuum": {"cleaning": False}}
 
 
 @dataclass
@@ -20,19 +29,17 @@ class Device:
     state: dict[str, Any] = field(default_factory=dict)
 
 
-def default_devices() -> list[Device]:
-    return [
-        Device("kitchen light", "light", "kitchen", {"on": False, "brightness": 100, "color": "white"}),
-        Device("ceiling light", "light", "living room", {"on": True, "brightness": 80, "color": "white"}),
-        Device("bedside lamp", "light", "bedroom", {"on": False, "brightness": 40, "color": "warm"}),
-        Device("coffee maker", "switch", "kitchen", {"on": False}),
-        Device("living room blinds", "cover", "living room", {"position": 100}),
-        Device("garage door", "cover", "garage", {"position": 0}),
-        Device("thermostat", "climate", "hallway", {"temperature": 20}),
-        Device("tv", "media_player", "living room", {"playing": False, "volume": 30, "muted": False}),
-        Device("speaker", "media_player", "kitchen", {"playing": True, "volume": 20, "muted": False}),
-        Device("roomba", "vacuum", "living room", {"cleaning": False}),
-    ]
+def devices_of(home) -> list[Device]:
+    """One simulated device per entity of a `homefile.Home`, named and placed as the file says."""
+    areas = {a.id: a.name.lower() for a in home.areas}
+    return [Device(e.name.lower(), e.domain or "switch", areas.get(e.area, ""), dict(INITIAL_STATE.get(e.domain, {})))
+            for e in home.entities]
+
+
+def default_devices(path: str | os.PathLike = SIMULATED_HOME) -> list[Device]:
+    from .homefile import Home
+
+    return devices_of(Home.load(path))
 
 
 class SimulatedHome:

@@ -119,6 +119,21 @@ def choose_artifact(found: Sequence[Artifact], *, backend: str | None = None, pr
     return min(usable, key=rank)
 
 
+def _calibrated(task: Task, record: Mapping[str, Any], artifact: str, folder: Path) -> Task:
+    """The task with the artifact's own temperature and threshold, where the folder was calibrated
+    (`agent.calibrate`): each artifact's logits are its own."""
+    calibration = (record.get("calibration") or {}).get(artifact)
+    if not calibration:
+        return task
+    values = {k: calibration.get(k) for k in ("temperature", "threshold")}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in values.values()):
+        raise ArtifactError(f"agent folder {folder}: calibration of {artifact} holds {values}; rebuild the folder")
+    try:
+        return task_from_json({**task.to_json(), **values})
+    except InputError as exc:
+        raise ArtifactError(f"agent folder {folder}: calibration of {artifact} is refused: {exc}") from None
+
+
 def load_tokenizer_file(path: Path):
     """A `tokenizers.Tokenizer` from tokenizer.json, without padding or truncation.
 
@@ -149,14 +164,15 @@ class EdgeAgent:
         agent.handle("turn on the kitchen light")
     """
 
-    def __init__(self, session, reader, *, artifact: Artifact | None = None, task: Task | None = None) -> None:
-        self.session, self.reader, self.artifact, self.task = session, reader, artifact, task
+    def __init__(self, session, reader, *, artifact: Artifact | None = None, task: Task | None = None,
+                 home: Any = None) -> None:
+        self.session, self.reader, self.artifact, self.task, self.home = session, reader, artifact, task, home
         self.tools: dict[str, Any] = {}
 
     @classmethod
     def load(cls, artifacts: str | os.PathLike, *, backend: str | None = None, precision: str | None = None,
              threshold: float | None = None, options: Any = None, target: Any = None,
-             device: str | None = None) -> EdgeAgent:
+             device: str | None = None, home: Any = None) -> EdgeAgent:
         """Open the best matching artifact in an agent folder.
 
         Args:
@@ -168,6 +184,8 @@ class EdgeAgent:
             options: the backend's load options, e.g. {"threads": "auto"} for onnxruntime.
             target: the target whose backend preference and threads apply (default: this host).
             device: cpu, gpu, gpu.1, … for the chosen artifact's backend (default: where it was built for).
+            home: a home file (or `homefile.Home`) whose floors, areas and entities slot values are
+                resolved to (default None: slots stay as said).
 
         Raises:
             InputError: no such folder, no artifact matching the request (the present ones are listed).
@@ -179,6 +197,7 @@ class EdgeAgent:
         record, task = read_agent_folder(folder)
         found = [open_artifact(p) for p in sorted(folder.iterdir()) if (p / "manifest.json").is_file()]
         artifact = choose_artifact(found, backend=backend, precision=precision, target=target)
+        task = _calibrated(task, record, artifact.path.name, folder)
         task.check_outputs(artifact.outputs, f"agent folder {folder}, artifact {artifact.path.name}")
         reader = task.reader(load_tokenizer_file(folder / record["tokenizer"]), threshold=threshold)
         if device is not None:
@@ -190,11 +209,45 @@ class EdgeAgent:
                 raise InputError("pass device= with options as a mapping, or put the device in the options "
                                  "dataclass itself", field="device")
             options = {**on_device, **dict(options or {})}
-        return cls(load_session(artifact, options=options, target=target), reader, artifact=artifact, task=task)
+        if home is not None:
+            from .homefile import Home
 
-    def act(self, text: str) -> ToolCall:
-        """Understand one utterance; never raises for bad text (empty text is not understood)."""
-        return self.reader.act(self.session, text)
+            home = home if isinstance(home, Home) else Home.load(home)
+        return cls(load_session(artifact, options=options, target=target), reader, artifact=artifact, task=task,
+                   home=home)
+
+    def check_context(self, context: Mapping[str, str] | None) -> dict[str, str]:
+        """The context checked (keys, types) and, with a home, its area and floor as the home names them.
+
+        Raises:
+            InputError: a malformed context, or an area or floor the home does not have.
+        """
+        from ..tasks.base import check_context
+
+        checked = check_context(context)
+        return self.home.check_context(checked) if self.home is not None and checked else checked
+
+    def _finish(self, call: ToolCall, context: Mapping[str, str]) -> ToolCall:
+        apply = getattr(self.task, "apply_context", None)
+        if context and apply is not None:
+            apply(call, context)
+        if self.home is not None:
+            self.home.resolve(call, context)
+        return call
+
+    def act(self, text: str, context: Mapping[str, str] | None = None) -> ToolCall:
+        """Understand one utterance; never raises for bad text (empty text is not understood).
+
+        Args:
+            text: the utterance.
+            context: as Home Assistant passes it, e.g. {"area": "kitchen"}: the satellite's area fills
+                the area an utterance leaves out or calls "here" (default None).
+
+        Raises:
+            InputError: a malformed context, or an area or floor the agent's home does not have.
+        """
+        context = self.check_context(context)
+        return self._finish(self.reader.act(self.session, text), context)
 
     @property
     def batch_invariant(self) -> bool:
@@ -204,13 +257,19 @@ class EdgeAgent:
         task_ok = self.task is None or self.task.batch_invariant
         return task_ok and (self.artifact is None or self.artifact.batch_invariant)
 
-    def act_batch(self, texts: Sequence[str]) -> list[ToolCall]:
+    def act_batch(self, texts: Sequence[str], contexts: Sequence[Mapping[str, str] | None] | None = None
+                  ) -> list[ToolCall]:
         """act() for many utterances: one padded model call where that gives the same answers
-        as one by one (see `batch_invariant`), else one call each."""
+        as one by one (see `batch_invariant`), else one call each. `contexts`, if given, holds one
+        context (or None) per text."""
         texts = list(texts)
-        if self.batch_invariant:
-            return self.reader.act_batch(self.session, texts)
-        return [self.act(text) for text in texts]
+        contexts = list(contexts) if contexts is not None else [None] * len(texts)
+        if len(contexts) != len(texts):
+            raise InputError(f"{len(contexts)} contexts for {len(texts)} texts", field="contexts")
+        checked = [self.check_context(c) for c in contexts]
+        calls = self.reader.act_batch(self.session, texts) if self.batch_invariant else \
+            [self.reader.act(self.session, text) for text in texts]
+        return [self._finish(call, context) for call, context in zip(calls, checked)]
 
     def tool(self, intent: str):
         """Decorator: register `fn(call) -> result` as the handler of `intent`."""
@@ -219,9 +278,9 @@ class EdgeAgent:
             return fn
         return register
 
-    def handle(self, text: str) -> tuple[ToolCall, Any]:
+    def handle(self, text: str, context: Mapping[str, str] | None = None) -> tuple[ToolCall, Any]:
         """act(), then run the intent's tool; (call, None) when nothing handles it."""
-        call = self.act(text)
+        call = self.act(text, context)
         handler = self.tools.get(call.intent) if call.understood else None
         return call, (handler(call) if handler else None)
 

@@ -19,6 +19,11 @@ def register(sub) -> None:
         parser.add_argument("--backend")
         parser.add_argument("--precision")
         parser.add_argument("--device", help="cpu, gpu, gpu.1, …: where the model runs")
+        parser.add_argument("--home", metavar="FILE", help="the home's floors, areas and entities (YAML or JSON, as "
+                            "Home Assistant's fixtures): slot values are resolved to its names")
+        parser.add_argument("--context", metavar="JSON|KEY=VALUE",
+                            help='the satellite\'s context, e.g. \'{"area": "kitchen"}\' or area=kitchen: it fills '
+                                 'the area an utterance leaves out or calls "here"')
     predict.add_argument("--format", choices=("jsonl", "text"), default="jsonl")
     agent.set_defaults(handler=handle)
     demo = sub.add_parser("demo", help="fine-tune, distil, compile and benchmark the home-assistant agent")
@@ -36,7 +41,23 @@ def _agent(args):
         if not (folder / AGENT_FILE).is_file():
             print("no agent artifacts yet: building them with `edgeagent demo` first", file=sys.stderr)
             build()
-    return EdgeAgent.load(folder, backend=args.backend, precision=args.precision, device=getattr(args, "device", None))
+    return EdgeAgent.load(folder, backend=args.backend, precision=args.precision, device=getattr(args, "device", None),
+                          home=getattr(args, "home", None))
+
+
+def parse_context(text: str | None) -> dict | None:
+    """`--context` as JSON ({"area": "kitchen"}) or KEY=VALUE pairs separated by commas."""
+    from ..errors import InputError
+    from ._common import parse_key_values
+
+    if text is None:
+        return None
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--context is not valid JSON: {exc}", field="--context") from None
+    return parse_key_values([p for p in text.split(",") if p.strip()], "--context")
 
 
 def _lines(args):
@@ -56,14 +77,16 @@ def _lines(args):
 
 
 def handle(args) -> int:
+    context = parse_context(args.context)
     agent = _agent(args)
+    agent.check_context(context)  # a context the home does not know fails now, before any line is read
     if args.action == "chat":
-        return _chat(agent)
+        return _chat(agent, context, args.home)
     for text in _lines(args):
         if isinstance(text, Exception):
             record = {"text": None, "intent": None, "slots": {}, "confidence": 0.0, "error": str(text)}
         else:
-            record = agent.act(text).to_json()
+            record = agent.act(text, context).to_json()
         if args.format == "jsonl":
             print(json.dumps(record, ensure_ascii=False, default=str), flush=True)
         else:
@@ -71,16 +94,20 @@ def handle(args) -> int:
     return 0
 
 
-def _chat(agent) -> int:
-    from ..agent.home import SimulatedHome
+def _chat(agent, context, home_file) -> int:
+    from ..agent.home import SIMULATED_HOME, SimulatedHome, default_devices
+    from ..agent.homefile import Home
 
-    home = SimulatedHome()
+    path = home_file or SIMULATED_HOME
+    if agent.home is None:  # the simulated home's own file resolves names too
+        agent.home = Home.load(path)
+    home = SimulatedHome(default_devices(path))
     home.attach(agent)
     print("Talk to the simulated home (empty line or Ctrl-D to leave).")
     for line in sys.stdin:
         if not line.strip():
             break
-        call, result = agent.handle(line.strip())
+        call, result = agent.handle(line.strip(), context)
         print(f"→ {call.intent} {call.slots} ({call.confidence:.2f}, {call.latency_ms:.2f} ms)")
         print(f"  {result if result is not None else 'no tool for that'}")
     return 0

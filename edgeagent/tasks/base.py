@@ -35,6 +35,10 @@ class ToolCall:
     latency_ms: float = 0.0
     text: str = ""
     truncated: bool = False
+    # Slots taken from the caller's context (the satellite's area) rather than from the text.
+    context: dict[str, Any] = field(default_factory=dict)
+    # Slot → how the home resolved it: {"raw", "id", "name", "score"} or {"raw", "unmatched": True}.
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     @property
     def understood(self) -> bool:
@@ -42,7 +46,8 @@ class ToolCall:
 
     def to_json(self) -> dict[str, Any]:
         return {"text": self.text, "intent": self.intent, "slots": self.slots, "confidence": self.confidence,
-                "latency_ms": self.latency_ms, "truncated": self.truncated}
+                "latency_ms": self.latency_ms, "truncated": self.truncated, "context": self.context,
+                "resolved": self.resolved}
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,30 @@ class Task(Protocol):
 
     def to_json(self) -> dict[str, Any]:
         """What an agent folder records to rebuild this task (`task_from_json`)."""
+
+
+CONTEXT_KEYS = ("area", "floor")
+
+
+def check_context(context: Any) -> dict[str, str]:
+    """A caller's context as Home Assistant passes it: {"area": ..., "floor": ...}, strings only.
+
+    Raises:
+        InputError: not a mapping, an unknown key or a value that is not a non-empty string.
+    """
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise InputError(f"context must be an object such as {{\"area\": \"kitchen\"}}, got "
+                         f"{type(context).__name__}", field="context")
+    unknown = sorted(set(context) - set(CONTEXT_KEYS))
+    if unknown:
+        raise InputError(f"context has unknown key(s) {unknown}; it takes {list(CONTEXT_KEYS)}", field="context")
+    for key, value in context.items():
+        if not isinstance(value, str) or not value.strip() or len(value) > 200:
+            raise InputError(f"context {key!r} must be a non-empty name of at most 200 characters, got {value!r}",
+                             field=f"context.{key}")
+    return {k: v.strip() for k, v in context.items()}
 
 
 def heads_by_output(task: Task) -> dict[str, Head]:

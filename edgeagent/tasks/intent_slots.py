@@ -177,6 +177,13 @@ class IntentSlotTask:
         max_length: longest token sequence the models take (default 64); longer text is cut.
         threshold: intent confidence below which the reader answers `not_understood` (default 0.5).
         language: recorded with the task (default "en").
+        intent_slots: intent → the slots it can take (default none known): a caller's context area
+            fills only intents that take an area.
+        temperature: divides the intent logits before the softmax (default 1.0); fitted on held-out
+            data (`edgeagent.tasks.calibration.fit_temperature`) it makes confidence calibrated.
+
+    An intent named `not_understood` among `intents` is a class of its own: the model was taught
+    to say when it does not understand, and answering it is not understanding.
 
     Raises:
         InputError: empty or duplicate label names, a tag list without "O", a bad length or threshold.
@@ -188,7 +195,8 @@ class IntentSlotTask:
 
     def __init__(self, intents: Sequence[str], tags: Sequence[str], *,
                  value_table: Mapping[str, Mapping[str, Any]] | None = None, max_length: int = DEFAULT_MAX_LENGTH,
-                 threshold: float = 0.5, language: str = "en") -> None:
+                 threshold: float = 0.5, language: str = "en", intent_slots: Mapping[str, Sequence[str]] | None = None,
+                 temperature: float = 1.0) -> None:
         self.intents = require_labels(intents, "intents")
         self.tags = require_labels(tags, "tags")
         if "O" not in self.tags:
@@ -200,6 +208,10 @@ class IntentSlotTask:
         self.value_table = {str(slot): {str(k): v for k, v in table.items()}
                             for slot, table in (value_table or {}).items()}
         self.max_length, self.threshold, self.language = max_length, float(threshold), language
+        if not (isinstance(temperature, (int, float)) and 0.01 <= float(temperature) <= 100):
+            raise InputError(f"temperature must be a number in [0.01, 100], got {temperature!r}", field="temperature")
+        self.temperature = float(temperature)
+        self.intent_slots = {str(k): tuple(str(s) for s in v) for k, v in (intent_slots or {}).items()}
         self.scheme = tag_scheme(self.tags)
 
     @property
@@ -255,15 +267,34 @@ class IntentSlotTask:
     def reader(self, tokenizer, *, threshold: float | None = None, **_: Any) -> IntentSlotReader:
         return IntentSlotReader(self, tokenizer, threshold=self.threshold if threshold is None else threshold)
 
+    def apply_context(self, call: ToolCall, context: Mapping[str, str]) -> ToolCall:
+        """Fill the area (or floor) the utterance leaves out, or says as "here", from the caller's context,
+        as Home Assistant does with a satellite's area; only for intents that take one."""
+        if not call.understood or not context:
+            return call
+        takes = self.intent_slots.get(call.intent, ())
+        here = str(call.slots.get("area", "")).strip().lower() in ("here", "in here", "this room")
+        if here:
+            del call.slots["area"]
+        named = ("area" in call.slots) or ("floor" in call.slots)
+        for key in ("area", "floor"):
+            if key in context and key in takes and not named:
+                call.slots[key] = context[key]
+                call.context[key] = context[key]
+                named = True
+        return call
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "intents": self.intents, "tags": self.tags, "value_table": self.value_table,
-                "max_length": self.max_length, "threshold": self.threshold, "language": self.language}
+                "max_length": self.max_length, "threshold": self.threshold, "language": self.language,
+                "intent_slots": {k: list(v) for k, v in self.intent_slots.items()}, "temperature": self.temperature}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> IntentSlotTask:
         return cls(data.get("intents"), data.get("tags"), value_table=data.get("value_table") or {},
                    max_length=data.get("max_length", DEFAULT_MAX_LENGTH), threshold=data.get("threshold", 0.5),
-                   language=data.get("language", "en"))
+                   language=data.get("language", "en"), intent_slots=data.get("intent_slots") or {},
+                   temperature=data.get("temperature", 1.0))
 
 
 class IntentSlotReader:
@@ -337,8 +368,9 @@ class IntentSlotReader:
         return feeds
 
     def decode(self, intent_logits: np.ndarray, slot_logits: np.ndarray, encoding, text: str) -> ToolCall:
-        best, confidence = softmax_confidence(intent_logits)
-        if confidence < self.threshold:
+        scaled = intent_logits if self.task.temperature == 1.0 else intent_logits / self.task.temperature
+        best, confidence = softmax_confidence(scaled)
+        if confidence < self.threshold or self.intents[best] == NOT_UNDERSTOOD:
             return ToolCall(NOT_UNDERSTOOD, confidence=confidence, text=text)
         tag_ids = slot_logits.argmax(-1).tolist()
         slots: dict[str, Any] = {}

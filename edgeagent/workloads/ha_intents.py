@@ -32,7 +32,7 @@ import numpy as np
 from ..data import Dataset
 from ..errors import InputError
 from ..paths import edgeagent_home
-from ..tasks import IGNORE
+from ..tasks import IGNORE, NOT_UNDERSTOOD
 from ..tasks.intent_slots import IntentSlotTask, bio_labels
 from . import ha_names
 
@@ -301,10 +301,11 @@ def examples_fingerprint(examples: Sequence[Example]) -> str:
 
 
 def data_fingerprint(language: str = "en", seed: int = 0) -> str:
-    """sha256 of every split and the label space: what a trained model depends on."""
+    """sha256 of every split (templates and phrasings) and the label space: what a trained model depends on."""
     digest = hashlib.sha256(json.dumps(label_space(language)).encode())
     for split in SPLITS:
         digest.update(examples_fingerprint(generate(split, language=language, seed=seed)).encode())
+        digest.update(examples_fingerprint(robust_split(split, language, seed)).encode())
     return digest.hexdigest()
 
 
@@ -346,13 +347,64 @@ def slots_by_list(language: str = "en") -> dict[str, frozenset[str]]:
 
 @functools.cache
 def label_space(language: str = "en") -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(intents, BIO tags) in a fixed order: every intent with sentences, every slot they use."""
+    """(intents, BIO tags) in a fixed order: every intent with sentences, then `not_understood`
+    (what a negative example is labelled), and every slot the templates use."""
     intents = load_templates(language)
     names = [name for name in sorted(intents.intents)
              if any(data.sentences for data in intents.intents[name].data)]
     slots = set().union(*slots_by_list(language).values())
     tags = ["O"] + [f"{p}-{s}" for s in sorted(slots) for p in ("B", "I")]
-    return tuple(names), tuple(tags)
+    return (*names, NOT_UNDERSTOOD), tuple(tags)
+
+
+@functools.cache
+def intent_slots(language: str = "en") -> dict[str, tuple[str, ...]]:
+    """intent → the slots its templates can fill (a context area is only added where `area` is one)."""
+    from hassil.expression import Group, ListReference, RuleReference
+
+    intents = load_templates(language)
+    found: dict[str, set[str]] = {}
+
+    def walk(expr, rules, seen, into):
+        if isinstance(expr, ListReference):
+            into.add(expr.slot_name)
+        elif isinstance(expr, Group):
+            for item in expr.items:
+                walk(item, rules, seen, into)
+        elif isinstance(expr, RuleReference) and expr.rule_name not in seen and expr.rule_name in rules:
+            walk(rules[expr.rule_name].expression, rules, seen | {expr.rule_name}, into)
+
+    for name, intent in intents.intents.items():
+        into = found.setdefault(name, set())
+        for data in intent.data:
+            rules = {**intents.expansion_rules, **(data.expansion_rules or {})}
+            for sentence in data.sentences:
+                walk(sentence.expression, rules, frozenset(), into)
+    return {name: tuple(sorted(slots)) for name, slots in sorted(found.items()) if slots}
+
+
+# Sentences beyond the templates (edgeagent/workloads/ha_phrasing.py) per intent and split: the
+# train split learns from them, the dev split picks the epoch and the not-understood threshold.
+ROBUST_PER_INTENT = {"train": 160, "dev": 20}
+
+
+@functools.lru_cache(maxsize=8)
+def robust_split(split: str, language: str = "en", seed: int = 0) -> tuple[Example, ...]:
+    """The split's phrasings and negatives (none for test, which measures the templates alone).
+
+    A sentence equal to one of another split's (templates or phrasings) is never produced, so dev
+    and test stay unseen.
+    """
+    from .ha_phrasing import robust_examples
+
+    if split == "test":
+        return ()
+    others = [s for s in SPLITS if s != split]
+    taken = {e.text.lower() for other in others for e in generate(other, language=language, seed=seed)}
+    if split == "dev":
+        taken |= {e.text.lower() for e in robust_split("train", language, seed)}
+    return tuple(robust_examples(split, generate(split, language=language, seed=seed), closed_list_values(language),
+                                 per_intent=ROBUST_PER_INTENT[split], seed=seed, language=language, taken=taken))
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,9 +496,11 @@ def closed_list_values(language: str = "en") -> dict[str, dict[str, Any]]:
 
 
 def task(language: str = "en") -> IntentSlotTask:
-    """The `intent-slots` task over the templates' label space, with their closed lists' values."""
+    """The `intent-slots` task over the templates' label space, with their closed lists' values and
+    the slots each intent takes."""
     intents, tags = label_space(language)
-    return IntentSlotTask(intents, tags, value_table=closed_list_values(language), language=language)
+    return IntentSlotTask(intents, tags, value_table=closed_list_values(language), language=language,
+                          intent_slots=intent_slots(language))
 
 
 def examples_from_encoded(encoded: Encoded) -> list[dict[str, np.ndarray]]:
@@ -537,11 +591,16 @@ class HAIntents:
 
     # -- training (edgeagent finetune / distill / demo) --------------------------------------
 
-    def training_examples(self, split: str, *, seed: int | None = None) -> list[dict[str, np.ndarray]]:
-        """The split's sentences as training examples (intent and BIO tags as labels)."""
+    def training_examples(self, split: str, *, seed: int | None = None,
+                          phrasings: bool = True) -> list[dict[str, np.ndarray]]:
+        """The split's sentences as training examples (intent and BIO tags as labels): its template
+        sentences and, for train and dev, the hand-written phrasings and negatives
+        (`robust_split`) unless `phrasings=False`. Test is template sentences only."""
         seed = self.seed if seed is None else seed
-        return examples_from_encoded(encode(generate(split, language=self.language, seed=seed), self.tokenizer,
-                                            self.language))
+        examples = generate(split, language=self.language, seed=seed)
+        if phrasings:
+            examples = examples + list(robust_split(split, self.language, seed))
+        return examples_from_encoded(encode(examples, self.tokenizer, self.language))
 
     def transfer_examples(self, teacher, per_intent: int, *, seed: int | None = None, neighbours: int = 10,
                           p: float = 0.5, lists: tuple[str, ...] = TRANSFER_LISTS) -> list[dict[str, np.ndarray]]:

@@ -111,7 +111,7 @@ def test_an_agent_folder_whose_files_changed_is_refused(agent_dir, tmp_path):
     record = json.loads((copy / "agent.json").read_text())
     record["task"]["intents"] = record["task"]["intents"][:-1]  # one label short of the model's outputs
     (copy / "agent.json").write_text(json.dumps(record))
-    with pytest.raises(ArtifactError, match="classes but the task's 'intent' labels list 41"):
+    with pytest.raises(ArtifactError, match="43 classes but the task's 'intent' labels list 42"):
         EdgeAgent.load(copy)
     shutil.copyfile(agent_dir / "agent.json", copy / "agent.json")
     EdgeAgent.load(copy).close()
@@ -155,3 +155,55 @@ def test_demo_rebuilds_steps_made_from_other_data(tmp_path):
     assert teacher.is_dir()  # built from this data: kept
     assert not student.exists() and not (tmp_path / "student.checkpoints").exists()
     assert not agent.exists() and not results.exists()  # built on the stale student
+
+
+def test_calibration_fits_each_artifact_and_the_agent_applies_its_own(agent_dir, tmp_path):
+    import shutil
+
+    pytest.importorskip("scipy")
+    from edgeagent.agent.calibrate import calibrate
+    from edgeagent.workloads import ha_intents
+
+    copy = tmp_path / "agent"
+    shutil.copytree(agent_dir, copy)
+    dev = ha_intents.HAIntents(split="dev").training_examples("dev")[::4]
+    found = calibrate(copy, dev, fitted_on="a quarter of the dev split")
+    assert set(found) == {"onnxruntime-fp32", "onnxruntime-int8"}
+    for name, figures in found.items():
+        assert figures["ece_after"] <= figures["ece_before"] + 1e-9, name
+        assert figures["in_domain_rejection"] <= 0.02  # the threshold rejects about 1 % of in-domain dev
+    agent = EdgeAgent.load(copy, precision="int8")
+    assert agent.task.temperature == pytest.approx(found["onnxruntime-int8"]["temperature"])
+    assert agent.reader.threshold == pytest.approx(found["onnxruntime-int8"]["threshold"])
+    assert EdgeAgent.load(copy, precision="int8", threshold=0.9).reader.threshold == 0.9  # the caller's wins
+    record = json.loads((copy / "agent.json").read_text())
+    record["calibration"]["onnxruntime-int8"]["temperature"] = "hot"
+    (copy / "agent.json").write_text(json.dumps(record))
+    from edgeagent.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="calibration of onnxruntime-int8"):
+        EdgeAgent.load(copy, precision="int8")
+
+
+def test_context_and_home_flow_through_act_and_the_cli(agent_dir, capsys, tmp_path):
+    pytest.importorskip("rapidfuzz")
+    from edgeagent.agent.home import SIMULATED_HOME
+
+    agent = EdgeAgent.load(agent_dir, threshold=0.0, home=SIMULATED_HOME)
+    call = agent.act("turn on the light", {"area": "lounge"})  # the home's alias for the living room
+    assert call.understood
+    if "area" in agent.task.intent_slots.get(call.intent, ()) and "area" not in call.context:
+        pytest.fail(f"the context area was not used for {call.intent}: {call.to_json()}")
+    if call.context:
+        assert call.slots["area"] == "Living Room" and call.resolved["area"]["id"] == "living_room"
+    from edgeagent.errors import InputError
+
+    with pytest.raises(InputError, match="not a area of the home"):
+        agent.act("turn on the light", {"area": "attic"})
+    assert main(["agent", "predict", "turn off the big light", "--artifacts", str(agent_dir), "--home",
+                 str(SIMULATED_HOME), "--context", "area=kitchen"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert {"context", "resolved"} <= set(record)
+    assert main(["agent", "predict", "x", "--artifacts", str(agent_dir), "--home", str(SIMULATED_HOME),
+                 "--context", '{"area": "attic"}']) == 1
+    assert "attic" in capsys.readouterr().err
