@@ -138,3 +138,77 @@ def _inline_chat_template(folder: Path) -> None:
     config["chat_template"] = CHAT_TEMPLATE
     config_path.write_text(json.dumps(config, indent=2))
     (folder / "chat_template.jinja").unlink(missing_ok=True)
+
+
+def tiny_llama_gguf(path: str | Path, *, seed: int = 0, layers: int = 2) -> Path:
+    """`tiny_llama`'s model and tokenizer as a GGUF file (float32 tensors), as llama.cpp's
+    convert_hf_to_gguf.py lays it out: ggml tensor names, q/k rows permuted for its RoPE, no
+    output.weight (tied), the BPE vocabulary and merges. Loads in transformers to the same model.
+
+    Args:
+        path: the `.gguf` file to write.
+        seed, layers: as `tiny_llama`.
+    """
+    import tempfile
+
+    import gguf
+    import numpy as np
+    import transformers
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = tiny_llama(Path(tmp) / "hf", seed=seed, layers=layers)
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    cfg = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    writer.add_rope_dimension_count(cfg.head_dim)
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_file_type(0)  # all float32
+    vocab = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    tokens = [t for t, _ in sorted(vocab["vocab"].items(), key=lambda kv: kv[1])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t in SPECIAL_TOKENS else gguf.TokenType.NORMAL
+                            for t in tokens])
+    writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in vocab["merges"]])
+    writer.add_bos_token_id(BOS_ID)
+    writer.add_eos_token_id(EOS_ID)
+    writer.add_pad_token_id(PAD_ID)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+    def permute(w: np.ndarray, heads: int) -> np.ndarray:  # llama.cpp's LlamaModel.permute
+        return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+             "post_attention_layernorm": "ffn_norm"}
+    state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+    for i in range(cfg.num_hidden_layers):
+        for hf, gg in names.items():
+            w = state[f"model.layers.{i}.{hf}.weight"]
+            if gg == "attn_q":
+                w = permute(w, cfg.num_attention_heads)
+            elif gg == "attn_k":
+                w = permute(w, cfg.num_key_value_heads)
+            writer.add_tensor(f"blk.{i}.{gg}.weight", np.ascontiguousarray(w))
+    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
