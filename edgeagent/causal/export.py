@@ -155,7 +155,7 @@ def export_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *,
         failed = [r for r in report if not r["ok"]]
         if failed:
             raise ExportMismatch(_mismatch_message(failed, len(report), atol, rtol), report)
-        _write_side_files(staging, model, tokenizer)
+        _write_side_files(staging, model, tokenizer, max_length=meta["max_length"])
         summary = parity.summarize(report)
         ir_json = {"format": IR_FORMAT, "task": TASK, **meta, "opset": ir.opset,
                    "model_sha256": ir.sha256,
@@ -334,7 +334,7 @@ def _parity_prompts(tokenizer, prompts: Sequence[str] | None, max_length: int, e
     return token_lists
 
 
-def _write_side_files(folder: Path, model, tokenizer) -> None:
+def _write_side_files(folder: Path, model, tokenizer, *, max_length: int) -> None:
     """tokenizer.json, tokenizer_config.json (chat template inline), config.json, generation_config.json."""
     tokenizer.save_pretrained(str(folder))
     template_file = folder / "chat_template.jinja"
@@ -345,6 +345,10 @@ def _write_side_files(folder: Path, model, tokenizer) -> None:
     tok_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     if template:
         tok_config["chat_template"] = template
+    # Loading flags of this machine's copy, not properties of the tokenizer.
+    for key in ("is_local", "local_files_only", "name_or_path"):
+        tok_config.pop(key, None)
+    tok_config["model_max_length"] = max_length
     config_path.write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     template_file.unlink(missing_ok=True)
     if not (folder / "tokenizer.json").is_file():
@@ -357,7 +361,7 @@ def _write_side_files(folder: Path, model, tokenizer) -> None:
     config["architectures"] = [type(model).__name__]
     config["dtype"] = "float32"
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    gen = model.generation_config.to_dict() if getattr(model, "generation_config", None) else {}
+    gen = model.generation_config.to_diff_dict() if getattr(model, "generation_config", None) else {}
     (folder / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n",
                                                    encoding="utf-8")
 
