@@ -9,7 +9,8 @@ walks the header itself, refusing each field that is out of bounds before it is 
 - tensor and key/value counts, string lengths, array lengths and nesting, against caps;
 - every tensor's dims (at most 4, each positive, element count capped), its ggml type (known
   block and byte sizes, first dim a whole number of blocks), its offset (aligned) and its
-  extent (inside the file, not overlapping another tensor);
+  extent (inside the file, not overlapping another tensor, and no more than the alignment's
+  padding between one tensor's data and the next: wider gaps mean the dims or type lie);
 - the file size, against a cap;
 - that the tensors agree with the architecture's header fields (block count, embedding width,
   vocabulary, head counts), which is what a truncated or spliced file gets wrong.
@@ -307,10 +308,29 @@ def _place_tensors(path: Path, raw, data_offset: int, alignment: int, size: int)
         tensors.append(GGUFTensorInfo(name, dims, type_name, start, nbytes))
     ordered = sorted(tensors, key=lambda t: t.offset)
     for before, after in zip(ordered, ordered[1:]):
-        if after.offset < before.offset + before.nbytes:
+        end = before.offset + before.nbytes
+        if after.offset < end:
             raise ModelRejected(path, f"data overlaps tensor {before.name!r} (bytes "
-                                f"{before.offset}..{before.offset + before.nbytes}); the header is "
-                                "corrupt", tensor=after.name, location="tensor_info.offset")
+                                f"{before.offset}..{end}); the header is corrupt",
+                                tensor=after.name, location="tensor_info.offset")
+        # Writers lay tensors out back to back, padded to the alignment: a wider gap means the
+        # dims or type in the header are not those of the bytes that follow.
+        if after.offset - end >= alignment:
+            raise ModelRejected(path, f"{after.offset - end} unaccounted bytes after its data "
+                                f"({before.ggml_type} {list(before.dims)} is {before.nbytes} bytes, "
+                                f"the next tensor starts at {after.offset}): its dims or type do "
+                                "not match the data", tensor=before.name, location="tensor_info.dims")
+    if ordered:
+        last, first = ordered[-1], ordered[0]
+        trailing = size - (last.offset + last.nbytes)
+        if trailing >= alignment:
+            raise ModelRejected(path, f"{trailing} unaccounted bytes after the last tensor's data "
+                                f"({last.ggml_type} {list(last.dims)} is {last.nbytes} bytes): its dims "
+                                "or type do not match the data", tensor=last.name, location="tensor_info.dims")
+        if first.offset - data_offset >= alignment:
+            raise ModelRejected(path, f"{first.offset - data_offset} unaccounted bytes before the first "
+                                "tensor's data: the offsets do not match the data", tensor=first.name,
+                                location="tensor_info.offset")
     return tensors
 
 

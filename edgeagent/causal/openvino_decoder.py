@@ -210,16 +210,6 @@ def prefill_feeds(token_lists: Iterable[Sequence[int]]) -> list[dict[str, np.nda
     return feeds
 
 
-def encode_prompts(ir_folder: str | os.PathLike, prompts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each prompt with the IR's tokenizer.json (needs `tokenizers`, not transformers)."""
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        raise BackendUnavailable("encoding prompts needs tokenizers: pip install tokenizers") from None
-    tokenizer = Tokenizer.from_file(str(Path(ir_folder) / "tokenizer.json"))
-    return [tokenizer.encode(p).ids for p in prompts]
-
-
 def compress_weights_openvino(model, options: OVWeightOptions = OVWeightOptions(), *,
                               dataset: Sequence[dict[str, np.ndarray]] | None = None,
                               onnx_path: str | os.PathLike | None = None):

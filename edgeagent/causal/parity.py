@@ -17,7 +17,9 @@ runtime writes there (transformers gives 0 or NaN depending on the kernel) is ne
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,18 @@ def left_pad(token_lists: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndar
 def position_ids(mask: np.ndarray) -> np.ndarray:
     """`cumsum(mask) - 1` clipped at 0, as Hugging Face generate computes them."""
     return np.clip(np.cumsum(mask, axis=-1) - 1, 0, None).astype(np.int64)
+
+
+def encode_prompts(ir_folder: str | os.PathLike, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt with the IR's tokenizer.json (needs `tokenizers`, not transformers)."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        from ..errors import BackendUnavailable
+
+        raise BackendUnavailable("encoding prompts needs tokenizers: pip install tokenizers") from None
+    tokenizer = Tokenizer.from_file(str(Path(ir_folder) / "tokenizer.json"))
+    return [tokenizer.encode(p).ids for p in prompts]
 
 
 def ort_step(model_path, num_layers: int, *, session_options=None) -> Step:
