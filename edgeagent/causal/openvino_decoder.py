@@ -286,11 +286,12 @@ def _read_weights(model, modules: dict[str, str], options: OVWeightOptions) -> l
         precision, weight_shape, scale_shape = found
         names = list(op.output(0).get_names())
         module = next((modules[n] for n in names if n in modules), "") or ("embedding" if kind == "Gather" else "")
+        size = int(np.prod(weight_shape)) if weight_shape else 0
         if kind == "Gather":
-            n, k = (weight_shape[0], int(np.prod(weight_shape[1:]))) if weight_shape else (0, 0)
-        else:
-            k = _static_last(op.input_value(0))
+            n, k = (weight_shape[0], size // weight_shape[0]) if weight_shape else (0, 0)
+        else:  # N from the output (static: a hidden width or the vocabulary), K from the size
             n = _static_last(op.output(0))
+            k = size // n if n else 0
         group = None
         if len(weight_shape) == 3 and scale_shape and len(scale_shape) == 3:
             axis = next((a for a in (2, 1) if scale_shape[a] == 1 and weight_shape[a] > 1), None)
@@ -299,16 +300,18 @@ def _read_weights(model, modules: dict[str, str], options: OVWeightOptions) -> l
         if precision == "float32":
             reason = "not compressed by NNCF in this mode"
             if options.is_int4 and k and k % options.group_size and \
-                    options.group_size_fallback == GroupSizeFallback.IGNORE:
+                    options.group_size_fallback != GroupSizeFallback.ADJUST:
                 reason = (f"K={k} is not a multiple of group_size {options.group_size} "
                           "(group_size_fallback=ignore)")
         elif options.is_int4 and precision in ("int8", "uint8"):
-            if kind == "Gather" or module in ("lm_head", "embedding") or "embed" in module:
+            if k and k % options.group_size and options.group_size_fallback != GroupSizeFallback.ADJUST:
+                reason = f"K={k} is not a multiple of group_size {options.group_size}: backup INT8"
+            elif kind == "Gather" or module in ("lm_head", "embedding") or "embed" in module:
                 reason = "embedding or LM head: NNCF's backup INT8 unless all_layers=true"
             elif options.ratio < 1.0:
                 reason = f"ratio {options.ratio}: ranked sensitive, backup INT8"
             else:
-                reason = "backup INT8 (NNCF keeps the first/last layers so unless all_layers=true)"
+                reason = "NNCF's backup INT8"
         rows.append(OVCompressedWeight(op.get_friendly_name(), module, k, n, precision, group, reason))
     return rows
 

@@ -199,6 +199,8 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
             quantizer.process()
             proto = quantizer.model.model
         if options.embeddings == WeightPrecision.INT4:
+            # quantize_ndarray evaluates data / scale before masking scale == 0 out: harmless
+            # NaNs for all-zero blocks, silenced around this call only.
             gathers = [n.name for n in proto.graph.node if n.op_type == "Gather"
                        and n.input and n.input[0] in {t.name for t in proto.graph.initializer}
                        and _is_embedding(proto, n)]
@@ -208,7 +210,8 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
                                                  nodes_to_exclude=_all_but(proto, gathers),
                                                  op_types_to_quantize=("Gather",),
                                                  quant_axes=(("Gather", 1),))
-                quantizer.process()
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    quantizer.process()
                 proto = quantizer.model.model
     finally:
         quant_logger.setLevel(level)
