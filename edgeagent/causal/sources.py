@@ -313,3 +313,38 @@ def _sha256_state(model) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def save_hf_folder(source: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Write SOURCE as a plain Hugging Face folder (safetensors, config with architectures,
+    tokenizer, generation config), e.g. a GGUF for tools that read only folders.
+
+    transformers' `save_pretrained` refuses GGUF-loaded models, and their config has no
+    `architectures`; this writes the dequantized state dict and the config directly. Tied
+    weights are written once (safetensors refuses shared tensors; transformers re-ties them).
+
+    Args:
+        source: anything `load_causal_lm` takes.
+        folder: the folder to write (created; files in it are overwritten).
+
+    Raises:
+        As `load_causal_lm`.
+    """
+    from safetensors.torch import save_file
+
+    loaded = load_causal_lm(source)
+    model, out = loaded.model, Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    config["architectures"] = [type(model).__name__]
+    config["dtype"] = "float32"
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(str(out))
+    loaded.tokenizer.save_pretrained(str(out))
+    return out

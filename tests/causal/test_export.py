@@ -139,11 +139,23 @@ def test_gguf_source_exports_the_same_model(tiny_gguf, llama_ir, decoders_dir, p
     np.testing.assert_allclose(from_gguf, from_folder, atol=1e-5)
 
 
-def test_module_function_source_replaces_an_existing_ir(llama_ir, tmp_path):
+def test_module_function_source_replaces_an_existing_ir(llama_ir, tmp_path, capsys):
+    """Through the CLI handler (`edgeagent export SOURCE --task text-generation`)."""
+    import argparse
+
+    import edgeagent
+    from edgeagent.causal.cli import handle_export
+
+    assert edgeagent.export_causal_lm is export_causal_lm
     out = tmp_path / "ir"
     shutil.copytree(llama_ir.path, out)
     (out / "stale.txt").write_text("from the previous export")
-    ir = export_causal_lm("tests.causal.fixture_models:tiny_llama_model", out, max_length=64)
+    args = argparse.Namespace(spec="tests.causal.fixture_models:tiny_llama_model", out=str(out), opset=None,
+                              max_length=64)
+    assert handle_export(args) == 0
+    printed = capsys.readouterr().out
+    assert "exported llama decoder" in printed and "greedy continuations identical 5/5" in printed
+    ir = open_decoder_ir(out)
     assert ir.metadata["source"] == "python:tests.causal.fixture_models:tiny_llama_model"
     assert ir.metadata["max_length"] == 64 and not (out / "stale.txt").exists()
     assert _leftovers(tmp_path) == []
