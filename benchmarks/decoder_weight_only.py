@@ -179,10 +179,17 @@ def main(argv=None) -> int:
     parser.add_argument("--openvino", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated recipe names")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--dump-prompts", type=Path, default=None,
+                        help="write the chat-templated prompt ids (for benchmarks/genai_peer.py) and stop")
+    parser.add_argument("--peer", type=Path, action="append", default=[],
+                        help="a benchmarks/genai_peer.py result to add as a row (agreement vs ort-fp32)")
     args = parser.parse_args(argv)
 
     from edgeagent.causal import open_decoder_ir
 
+    if args.dump_prompts:
+        args.dump_prompts.write_text(json.dumps(chat_prompts(args.ir, PROMPTS[:args.prompts])))
+        return 0
     ir = open_decoder_ir(args.ir)
     layout = {"num_layers": ir.num_layers, "num_kv_heads": ir.num_kv_heads, "head_dim": ir.head_dim}
     built = build(ir, args.work, args.openvino, args.threads)
@@ -216,6 +223,19 @@ def main(argv=None) -> int:
                      "prefill_ms_range": [round(1e3 * min(prefill[name]), 1), round(1e3 * max(prefill[name]), 1)],
                      "decode_tok_s": round(1 / statistics.median(decode[name]), 1),
                      "decode_tok_s_range": [round(1 / max(decode[name]), 1), round(1 / min(decode[name]), 1)],
+                     "token_agreement": round(same / (len(prompts) * args.new_tokens), 4) if reference else None,
+                     "identical_continuations": f"{identical}/{len(prompts)}" if reference else None})
+    for peer in args.peer:
+        result = json.loads(peer.read_text())
+        same = identical = 0
+        for i, tokens in enumerate(result["tokens"][:len(prompts)]):
+            tokens = tokens[:args.new_tokens]
+            same += sum(a == b for a, b in zip(tokens, reference.get(i, [])))
+            identical += tokens == reference.get(i)
+        size = sum(f.stat().st_size for f in Path(result["model"]).glob("model.onnx*"))
+        rows.append({"recipe": f"genai:{Path(result['model']).name}", "size_mb": round(size / 1e6, 1),
+                     "prefill_ms": result["prefill_ms"], "prefill_ms_range": result["prefill_ms_range"],
+                     "decode_tok_s": result["decode_tok_s"], "decode_tok_s_range": result["decode_tok_s_range"],
                      "token_agreement": round(same / (len(prompts) * args.new_tokens), 4) if reference else None,
                      "identical_continuations": f"{identical}/{len(prompts)}" if reference else None})
     print(f"# {ir.metadata.get('source')}  prompt {len(timing_prompt)} tokens, threads {args.threads}, "

@@ -61,6 +61,11 @@ class OrtWeightOnlyOptions:
             zero-padding its last block (default True); False keeps it in float32.
         exclude: node names (or module paths, e.g. model.layers.0.mlp.down_proj) to keep in
             float32 (default none).
+        float_zero_points: asymmetric blocks with float zero points, quantized here instead
+            of by the ORT quantizer (which writes only integer ones): each block spans exactly
+            its min..max. Weights that already lie on such a 4-bit grid — a GGUF's Q4_1
+            tensors, dequantized — come back exactly (default False; bits=4 and
+            symmetric=False only).
     """
 
     bits: int = 4
@@ -71,6 +76,7 @@ class OrtWeightOnlyOptions:
     embeddings: WeightPrecision = WeightPrecision.FP32
     pad_partial_blocks: bool = True
     exclude: tuple[str, ...] = ()
+    float_zero_points: bool = False
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
@@ -87,6 +93,12 @@ class OrtWeightOnlyOptions:
             raise InputError("embeddings may be fp32 or int4: ONNX Runtime's GatherBlockQuantized "
                              "has no 8-bit form", field="embeddings")
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.float_zero_points and self.symmetric:
+            raise InputError("float_zero_points needs symmetric=False (a symmetric block has no "
+                             "zero point)", field="float_zero_points")
+        if self.float_zero_points and self.bits != 4:
+            raise InputError("float_zero_points is for bits=4: ONNX Runtime's CPU MatMulNBits "
+                             "refuses 8-bit weights with float zero points", field="float_zero_points")
 
     @property
     def head_precision(self) -> WeightPrecision:
@@ -122,7 +134,9 @@ class WeightOnlyReport:
         opts = {k: (str(v) if isinstance(v, enum.Enum) else list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self.options).items()}
         opts["lm_head"] = str(self.options.head_precision)
-        return {"recipe": "weight-only", "quantizer": "onnxruntime MatMulNBitsQuantizer (DEFAULT/RTN)",
+        quantizer = ("edgeagent min/max blocks with float zero points (MatMulNBits)" if self.options.float_zero_points
+                     else "onnxruntime MatMulNBitsQuantizer (DEFAULT/RTN)")
+        return {"recipe": "weight-only", "quantizer": quantizer,
                 "options": opts, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "quantized": [asdict(q) for q in self.quantized],
                 "kept_in_float32": [asdict(q) for q in self.kept]}
@@ -191,6 +205,9 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
     quant_logger.setLevel(logging.WARNING)
     try:
         for bits, names in passes:
+            if options.float_zero_points and bits == 4:  # an INT8 head takes the integer path
+                _quantize_float_zero_points(proto, names, bits, options)
+                continue
             quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=options.block_size,
                                              is_symmetric=options.symmetric,
                                              accuracy_level=options.accuracy_level,
@@ -233,6 +250,70 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
     written = save_proto(proto, out, full_check=False)
     return WeightOnlyReport(options, tuple(quantized), tuple(kept), model_ir.size_bytes,
                             written.size_bytes, written.path)
+
+
+def minmax_blocks(weight: np.ndarray, bits: int, block_size: int):
+    """Asymmetric block quantization of a [K, N] weight along K, float zero points.
+
+    Returns (packed [N, k_blocks, block_size * bits / 8] uint8, scales [N, k_blocks] float32,
+    zero_points [N, k_blocks] float32) in MatMulNBits' layout: element k of a block in the low
+    nibble when k is even (4-bit), dequantized as (q - zero_point) * scale. A partial last block
+    is padded with its last value, so padding never widens a block's range.
+    """
+    k, n = weight.shape
+    blocks = -(-k // block_size)
+    w = np.pad(weight.astype(np.float32), ((0, blocks * block_size - k), (0, 0)), mode="edge")
+    w = w.T.reshape(n, blocks, block_size)
+    lo, hi = w.min(axis=-1), w.max(axis=-1)
+    levels = (1 << bits) - 1
+    scales = ((hi - lo) / levels).astype(np.float32)
+    safe = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    q = np.clip(np.rint((w - lo[..., None]) / safe[..., None]), 0, levels).astype(np.uint8)
+    zero_points = np.where(scales > 0, -lo / safe, 0.0).astype(np.float32)
+    # A constant block (scale 0) dequantizes from its zero point: keep its value in the scale.
+    constant = scales == 0
+    scales = np.where(constant, lo, scales).astype(np.float32)
+    zero_points = np.where(constant, -1.0, zero_points).astype(np.float32)
+    q[constant] = 0
+    if bits == 4:
+        q = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return q, scales, zero_points
+
+
+def _quantize_float_zero_points(proto, names: list[str], bits: int, options: OrtWeightOnlyOptions) -> None:
+    """Replace each named MatMul by a MatMulNBits whose zero points are float (see minmax_blocks)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    wanted = set(names)
+    inits = {t.name: t for t in proto.graph.initializer}
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type != "MatMul" or node.name not in wanted or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        k, n = weight.shape
+        packed, scales, zero_points = minmax_blocks(weight, bits, options.block_size)
+        base = f"{node.input[1]}_Q{bits}f"
+        proto.graph.initializer.extend([numpy_helper.from_array(packed, base),
+                                        numpy_helper.from_array(scales, base + "_scales"),
+                                        numpy_helper.from_array(zero_points, base + "_zero_points")])
+        attrs = {"K": k, "N": n, "bits": bits, "block_size": options.block_size}
+        if options.accuracy_level:
+            attrs["accuracy_level"] = options.accuracy_level
+        replacement = helper.make_node("MatMulNBits", [node.input[0], base, base + "_scales", base + "_zero_points"],
+                                       list(node.output), name=f"{node.name}_Q{bits}", domain="com.microsoft", **attrs)
+        replacement.metadata_props.extend(node.metadata_props)
+        nodes.append(replacement)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    used = {i for node in proto.graph.node for i in node.input}
+    keep = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
 
 
 def _all_but(proto, names: list[str]) -> list[str]:

@@ -122,3 +122,78 @@ def test_bad_options(kwargs, field):
     assert err.value.field == field
     with pytest.raises(ValueError):
         OrtWeightOnlyOptions(lm_head="int2")
+
+
+def _q4_1_grid(rng, k, n, block=32):
+    """A [K, N] weight on GGUF Q4_1's grid: per block of 32 along K, min + scale * q, q 0..15."""
+    q = rng.integers(0, 16, (k, n))
+    q[0::block] = 0   # every block spans the full 0..15, as Q4_1's min/max rounding gives
+    q[1::block] = 15
+    lo = np.repeat(rng.normal(0, 0.1, (k // block, n)), block, axis=0)
+    scale = np.repeat(rng.uniform(0.005, 0.02, (k // block, n)), block, axis=0)
+    return (lo + scale * q).astype(np.float32)
+
+
+@pytest.mark.parametrize("level", [0, 4])
+def test_float_zero_points_reproduce_a_q4_1_grid(level):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeagent.causal.quantize_ort import minmax_blocks
+
+    rng = np.random.default_rng(0)
+    k, n = 96, 40
+    w = _q4_1_grid(rng, k, n)
+    w[:32, 3] = 0.25  # a constant block
+    packed, scales, zero_points = minmax_blocks(w, 4, 32)
+    nibbles = np.stack([packed & 15, packed >> 4], -1).reshape(n, k // 32, 32).astype(np.float32)
+    dequant = ((nibbles - zero_points[..., None]) * scales[..., None]).reshape(n, k).T
+    np.testing.assert_allclose(dequant, w, atol=1e-6)
+    node = helper.make_node("MatMulNBits", ["A", "B", "scales", "zp"], ["Y"], domain="com.microsoft",
+                            K=k, N=n, bits=4, block_size=32, accuracy_level=level)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [2, k])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, n])],
+                              [numpy_helper.from_array(packed, "B"), numpy_helper.from_array(scales, "scales"),
+                               numpy_helper.from_array(zero_points, "zp")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    import onnxruntime as ort
+
+    a = rng.standard_normal((2, k)).astype(np.float32)
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"A": a})[0]
+    # level 0 computes in float32: exact; level 4 quantizes the activations to int8 per block
+    np.testing.assert_allclose(y, a @ w, atol=1e-4 if level == 0 else 0.05 * np.abs(a @ w).max())
+
+
+def test_float_zero_points_keep_a_gguf_q4_1_model_exact(llama_dir, tmp_path):
+    """A tiny Llama whose linear weights sit on a Q4_1 grid (as a dequantized Q4_1 GGUF's do):
+    INT4 with float zero points gives the float32 logits back; integer zero points do not."""
+    import torch
+    import transformers
+
+    from edgeagent.causal import export_causal_lm
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir)
+    rng = np.random.default_rng(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("proj.weight"):  # [N, K]; GGUF blocks run along K
+                param.copy_(torch.from_numpy(_q4_1_grid(rng, param.shape[1], param.shape[0]).T.copy()))
+    folder = tmp_path / "q4_1-llama"
+    model.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(llama_dir).save_pretrained(folder)
+    ir = export_causal_lm(folder, tmp_path / "ir", greedy_tokens=4, decode_steps=2)
+    prompts = parity.encode_prompts(ir.path, list(parity.DEFAULT_PROMPTS))
+    fp32 = _prefill_logits(ir.model.path, prompts)
+    options = OrtWeightOnlyOptions(symmetric=False, float_zero_points=True, accuracy_level=0, lm_head="fp32")
+    report = quantize_weights_ort(ir.model, tmp_path / "fzp.onnx", options)
+    assert len(report.quantized) == 14 and report.to_json()["quantizer"].startswith("edgeagent min/max")
+    np.testing.assert_allclose(_prefill_logits(tmp_path / "fzp.onnx", prompts), fp32, atol=2e-4)
+    integer = OrtWeightOnlyOptions(symmetric=False, accuracy_level=0, lm_head="fp32")
+    quantize_weights_ort(ir.model, tmp_path / "izp.onnx", integer)
+    assert np.abs(_prefill_logits(tmp_path / "izp.onnx", prompts) - fp32).max() > 1e-2
+
+
+def test_float_zero_points_options():
+    with pytest.raises(InputError, match="symmetric=False"):
+        OrtWeightOnlyOptions(float_zero_points=True)
+    with pytest.raises(InputError, match="8-bit"):
+        OrtWeightOnlyOptions(bits=8, symmetric=False, float_zero_points=True)
