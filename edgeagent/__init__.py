@@ -20,6 +20,7 @@ _EXPORTS = {
     "TensorSpec": "edgeagent.ir",
     "export": "edgeagent.export",
     "export_hf": "edgeagent.export",
+    "export_causal_lm": "edgeagent.causal",
     "distill": "edgeagent.distill",
     "Dataset": "edgeagent.data",
     "compile": "edgeagent.pipeline",

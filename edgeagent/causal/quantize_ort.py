@@ -1,0 +1,378 @@
+"""Weight-only INT4/INT8 for ONNX Runtime: MatMulNBits through onnxruntime.quantization.
+
+`quantize_weights_ort(ir, out, options)` rewrites every MatMul with a constant weight into
+com.microsoft MatMulNBits (block-wise scales, optional zero points) with
+`onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer`, and returns a report
+of what was quantized and what stayed in float32 and why. The result uses contrib operators:
+it is an ONNX Runtime artifact file, not a decoder IR.
+
+Two things the quantizer does not do on its own, handled here:
+
+- A tied LM head is `MatMul(hidden, Transpose(embedding))`: its weight is not a constant, so
+  the quantizer skips it and the biggest matrix of a small model stays float32. With
+  `lm_head=int4|int8` the head gets its own transposed copy (the float32 embedding stays for
+  the Gather, or becomes GatherBlockQuantized with `embeddings="int4"`).
+- `accuracy_level`: without it, an INT4 MatMulNBits dequantizes to float32 on every call on
+  CPU and is slower than float32 (onnxruntime issues #19707, #21525); level 4 computes with
+  int8 activations, which is what makes INT4 fast. The default here is 4.
+
+Needs onnxruntime (a core dependency); nothing else.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, UnsupportedModel
+from ..ir import ModelIR, load, save_proto
+
+ACCURACY_LEVELS = {0: "unset (ONNX Runtime picks; float32 on CPU)", 1: "float32", 2: "float16",
+                   3: "bfloat16", 4: "int8"}
+
+
+class WeightPrecision(enum.StrEnum):
+    FP32 = "fp32"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+@dataclass(frozen=True)
+class OrtWeightOnlyOptions:
+    """Settings of ONNX Runtime weight-only quantization.
+
+    Attributes:
+        bits: 4 or 8 (default 4).
+        block_size: weights per scale along K, a power of two ≥ 16 (default 32, as
+            onnxruntime-genai's builder uses for CPU).
+        symmetric: no zero points (default True).
+        accuracy_level: MatMulNBits compute type: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8
+            (default 4; see the module docstring for why).
+        lm_head: the LM head's precision: fp32, int8 or int4 (default None: the same as bits).
+        embeddings: the token embedding Gather: fp32, or int4 as GatherBlockQuantized
+            (default fp32: INT4 embeddings also shrink the file; ONNX Runtime has no INT8 form).
+        pad_partial_blocks: quantize a MatMul whose K is not a multiple of block_size by
+            zero-padding its last block (default True); False keeps it in float32.
+        exclude: node names (or module paths, e.g. model.layers.0.mlp.down_proj) to keep in
+            float32 (default none).
+        float_zero_points: asymmetric blocks with float zero points, quantized here instead
+            of by the ORT quantizer (which writes only integer ones): each block spans exactly
+            its min..max. Weights that already lie on such a 4-bit grid — a GGUF's Q4_1
+            tensors, dequantized — come back exactly (default False; bits=4 and
+            symmetric=False only).
+    """
+
+    bits: int = 4
+    block_size: int = 32
+    symmetric: bool = True
+    accuracy_level: int = 4
+    lm_head: WeightPrecision | None = None
+    embeddings: WeightPrecision = WeightPrecision.FP32
+    pad_partial_blocks: bool = True
+    exclude: tuple[str, ...] = ()
+    float_zero_points: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bits not in (4, 8):
+            raise InputError(f"bits must be 4 or 8, got {self.bits!r}", field="bits")
+        if not isinstance(self.block_size, int) or self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise InputError(f"block_size must be a power of two ≥ 16, got {self.block_size!r}",
+                             field="block_size")
+        if self.accuracy_level not in ACCURACY_LEVELS:
+            raise InputError(f"accuracy_level must be one of {sorted(ACCURACY_LEVELS)} "
+                             f"({ACCURACY_LEVELS}), got {self.accuracy_level!r}", field="accuracy_level")
+        object.__setattr__(self, "lm_head", None if self.lm_head is None else WeightPrecision(self.lm_head))
+        object.__setattr__(self, "embeddings", WeightPrecision(self.embeddings))
+        if self.embeddings == WeightPrecision.INT8:
+            raise InputError("embeddings may be fp32 or int4: ONNX Runtime's GatherBlockQuantized "
+                             "has no 8-bit form", field="embeddings")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.float_zero_points and self.symmetric:
+            raise InputError("float_zero_points needs symmetric=False (a symmetric block has no "
+                             "zero point)", field="float_zero_points")
+        if self.float_zero_points and self.bits != 4:
+            raise InputError("float_zero_points is for bits=4: ONNX Runtime's CPU MatMulNBits "
+                             "refuses 8-bit weights with float zero points", field="float_zero_points")
+
+    @property
+    def head_precision(self) -> WeightPrecision:
+        return self.lm_head or WeightPrecision(f"int{self.bits}")
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """One weight in the result: node, module path, K×N, precision, and the reason if float32."""
+
+    node: str
+    module: str
+    k: int
+    n: int
+    precision: str
+    block_size: int | None = None
+    padded: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class WeightOnlyReport:
+    """What `quantize_weights_ort` did; `to_json()` goes into the artifact manifest."""
+
+    options: OrtWeightOnlyOptions
+    quantized: tuple[QuantizedWeight, ...]
+    kept: tuple[QuantizedWeight, ...]
+    bytes_before: int
+    bytes_after: int
+    path: Path = field(default=Path())
+
+    def to_json(self) -> dict[str, Any]:
+        opts = {k: (str(v) if isinstance(v, enum.Enum) else list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self.options).items()}
+        opts["lm_head"] = str(self.options.head_precision)
+        quantizer = ("edgeagent min/max blocks with float zero points (MatMulNBits)" if self.options.float_zero_points
+                     else "onnxruntime MatMulNBitsQuantizer (DEFAULT/RTN)")
+        return {"recipe": "weight-only", "quantizer": quantizer,
+                "options": opts, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
+                "quantized": [asdict(q) for q in self.quantized],
+                "kept_in_float32": [asdict(q) for q in self.kept]}
+
+
+def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike,
+                         options: OrtWeightOnlyOptions = OrtWeightOnlyOptions()) -> WeightOnlyReport:
+    """Quantize a decoder's MatMul weights to INT4/INT8 MatMulNBits; write OUT; report.
+
+    Args:
+        ir: the decoder's model.onnx, a ModelIR or a path (loaded through `edgeagent.load`).
+        out: the `.onnx` file to write (atomically, contrib ops inside).
+        options: `OrtWeightOnlyOptions` (default INT4, block 32, symmetric, accuracy_level 4).
+
+    Returns:
+        The WeightOnlyReport: each weight quantized (K, N, precision, block, padded) and each
+        kept in float32 with its reason; file sizes before and after.
+
+    Raises:
+        UnsupportedModel: the graph has no `logits` output produced by a MatMul.
+        ModelRejected: the input or the written file fails `edgeagent.load`.
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model_ir = ir if isinstance(ir, ModelIR) else load(ir)
+    proto = onnx.load(str(model_ir.path))
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    weights = {n.name: _weight_of(n, inits, producers) for n in graph.node if n.op_type == "MatMul"}
+    weights = {name: w for name, w in weights.items() if w is not None}
+    head = _lm_head(graph, producers)
+    modules = {n.name: _module_path(n) for n in graph.node}
+    kept: list[QuantizedWeight] = []
+    excluded: set[str] = set()
+
+    def keep(name: str, reason: str) -> None:
+        k, n = weights[name][1]
+        kept.append(QuantizedWeight(name, modules.get(name, ""), k, n, "fp32", reason=reason))
+        excluded.add(name)
+
+    head_precision = options.head_precision
+    if head is not None and head.name in weights and weights[head.name][0] == "tied":
+        if head_precision != WeightPrecision.FP32:
+            _untie_head(proto, head, weights[head.name][2])
+            weights[head.name] = ("constant", weights[head.name][1], head.input[1])
+    for name, (kind, (k, n), _) in weights.items():
+        if head is not None and name == head.name and head_precision == WeightPrecision.FP32:
+            keep(name, "lm_head=fp32")
+        elif kind == "tied":
+            keep(name, "weight is shared with the embedding (tied)")
+        elif name in options.exclude or modules.get(name) in options.exclude:
+            keep(name, "excluded by option")
+        elif k % options.block_size and not options.pad_partial_blocks:
+            keep(name, f"K={k} is not a multiple of block_size {options.block_size} "
+                       "(pad_partial_blocks=false)")
+    body = [n for n in weights if n not in excluded and (head is None or n != head.name)]
+    passes: list[tuple[int, list[str]]] = []
+    if body:
+        passes.append((options.bits, body))
+    if head is not None and head.name in weights and head.name not in excluded:
+        passes.append((int(head_precision.removeprefix("int")), [head.name]))
+    quant_logger = logging.getLogger("onnxruntime.quantization")
+    level = quant_logger.level
+    quant_logger.setLevel(logging.WARNING)
+    try:
+        for bits, names in passes:
+            if options.float_zero_points and bits == 4:  # an INT8 head takes the integer path
+                _quantize_float_zero_points(proto, names, bits, options)
+                continue
+            quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=options.block_size,
+                                             is_symmetric=options.symmetric,
+                                             accuracy_level=options.accuracy_level,
+                                             nodes_to_exclude=_all_but(proto, names),
+                                             op_types_to_quantize=("MatMul",))
+            quantizer.process()
+            proto = quantizer.model.model
+        if options.embeddings == WeightPrecision.INT4:
+            # quantize_ndarray evaluates data / scale before masking scale == 0 out: harmless
+            # NaNs for all-zero blocks, silenced around this call only.
+            gathers = [n.name for n in proto.graph.node if n.op_type == "Gather"
+                       and n.input and n.input[0] in {t.name for t in proto.graph.initializer}
+                       and _is_embedding(proto, n)]
+            if gathers:
+                quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=options.block_size,
+                                                 is_symmetric=options.symmetric,
+                                                 nodes_to_exclude=_all_but(proto, gathers),
+                                                 op_types_to_quantize=("Gather",),
+                                                 quant_axes=(("Gather", 1),))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    quantizer.process()
+                proto = quantizer.model.model
+    finally:
+        quant_logger.setLevel(level)
+    quantized = []
+    for node in proto.graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            original = node.name.removesuffix("_Q4").removesuffix("_Q8")
+            quantized.append(QuantizedWeight(original, modules.get(original, ""), int(attrs["K"]),
+                                             int(attrs["N"]), f"int{attrs['bits']}",
+                                             int(attrs["block_size"]), bool(int(attrs["K"]) % int(attrs["block_size"]))))
+        elif node.op_type == "GatherBlockQuantized":
+            original = node.name.removesuffix("_Q4")
+            quantized.append(QuantizedWeight(original, modules.get(original, "embedding"), 0, 0,
+                                             "int4", options.block_size))
+    missing = set(body) - {q.node for q in quantized}
+    for name in sorted(missing):  # the quantizer skipped it without saying why in its API
+        keep(name, "MatMulNBitsQuantizer left it unquantized")
+    written = save_proto(proto, out, full_check=False)
+    return WeightOnlyReport(options, tuple(quantized), tuple(kept), model_ir.size_bytes,
+                            written.size_bytes, written.path)
+
+
+def minmax_blocks(weight: np.ndarray, bits: int, block_size: int):
+    """Asymmetric block quantization of a [K, N] weight along K, float zero points.
+
+    Returns (packed [N, k_blocks, block_size * bits / 8] uint8, scales [N, k_blocks] float32,
+    zero_points [N, k_blocks] float32) in MatMulNBits' layout: element k of a block in the low
+    nibble when k is even (4-bit), dequantized as (q - zero_point) * scale. A partial last block
+    is padded with its last value, so padding never widens a block's range.
+    """
+    k, n = weight.shape
+    blocks = -(-k // block_size)
+    w = np.pad(weight.astype(np.float32), ((0, blocks * block_size - k), (0, 0)), mode="edge")
+    w = w.T.reshape(n, blocks, block_size)
+    lo, hi = w.min(axis=-1), w.max(axis=-1)
+    levels = (1 << bits) - 1
+    scales = ((hi - lo) / levels).astype(np.float32)
+    safe = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    q = np.clip(np.rint((w - lo[..., None]) / safe[..., None]), 0, levels).astype(np.uint8)
+    zero_points = np.where(scales > 0, -lo / safe, 0.0).astype(np.float32)
+    # A constant block (scale 0) dequantizes from its zero point: keep its value in the scale.
+    constant = scales == 0
+    scales = np.where(constant, lo, scales).astype(np.float32)
+    zero_points = np.where(constant, -1.0, zero_points).astype(np.float32)
+    q[constant] = 0
+    if bits == 4:
+        q = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return q, scales, zero_points
+
+
+def _quantize_float_zero_points(proto, names: list[str], bits: int, options: OrtWeightOnlyOptions) -> None:
+    """Replace each named MatMul by a MatMulNBits whose zero points are float (see minmax_blocks)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    wanted = set(names)
+    inits = {t.name: t for t in proto.graph.initializer}
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type != "MatMul" or node.name not in wanted or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        k, n = weight.shape
+        packed, scales, zero_points = minmax_blocks(weight, bits, options.block_size)
+        base = f"{node.input[1]}_Q{bits}f"
+        proto.graph.initializer.extend([numpy_helper.from_array(packed, base),
+                                        numpy_helper.from_array(scales, base + "_scales"),
+                                        numpy_helper.from_array(zero_points, base + "_zero_points")])
+        attrs = {"K": k, "N": n, "bits": bits, "block_size": options.block_size}
+        if options.accuracy_level:
+            attrs["accuracy_level"] = options.accuracy_level
+        replacement = helper.make_node("MatMulNBits", [node.input[0], base, base + "_scales", base + "_zero_points"],
+                                       list(node.output), name=f"{node.name}_Q{bits}", domain="com.microsoft", **attrs)
+        replacement.metadata_props.extend(node.metadata_props)
+        nodes.append(replacement)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    used = {i for node in proto.graph.node for i in node.input}
+    keep = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+
+
+def _all_but(proto, names: list[str]) -> list[str]:
+    # The quantizer's nodes_to_include adds to op_types_to_quantize instead of narrowing it;
+    # excluding every other node is what restricts a pass to `names`.
+    wanted = set(names)
+    return [n.name for n in proto.graph.node if n.name not in wanted]
+
+
+def _weight_of(node, inits, producers):
+    """('constant'|'tied', (K, N), initializer name) for a MatMul whose B is a 2-D weight."""
+    b = node.input[1]
+    if b in inits and len(inits[b].dims) == 2:
+        return "constant", tuple(int(d) for d in inits[b].dims), b
+    prod = producers.get(b)
+    if prod is not None and prod.op_type == "Transpose" and prod.input[0] in inits:
+        dims = inits[prod.input[0]].dims
+        if len(dims) == 2:
+            return "tied", (int(dims[1]), int(dims[0])), prod.input[0]
+    return None
+
+
+def _lm_head(graph, producers):
+    node = producers.get("logits")
+    if node is None or "logits" not in {o.name for o in graph.output}:
+        raise UnsupportedModel("the model has no `logits` output: not a decoder IR")
+    return node if node.op_type == "MatMul" else None
+
+
+def _untie_head(proto, head, embedding_name: str) -> None:
+    """Give a tied head its own [hidden, vocab] weight, so the quantizer sees a constant."""
+    from onnx import numpy_helper
+
+    embedding = next(t for t in proto.graph.initializer if t.name == embedding_name)
+    array = numpy_helper.to_array(embedding)
+    name = f"{embedding_name}.lm_head_transposed"
+    proto.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array.T), name))
+    transpose_output = head.input[1]
+    head.input[1] = name
+    users = [n for n in proto.graph.node if transpose_output in n.input]
+    if not users:  # the Transpose fed only the head
+        for i, n in enumerate(proto.graph.node):
+            if transpose_output in n.output:
+                del proto.graph.node[i]
+                break
+
+
+def _is_embedding(proto, node) -> bool:
+    return node.input[1] == "input_ids" or "embed" in node.name or "embed" in _module_path(node)
+
+
+def _module_path(node) -> str:
+    """The torch module a node came from (dynamo's name_scopes), e.g. model.layers.0.mlp.up_proj."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = [s.strip(" '\"") for s in prop.value.strip("[]").split(",")]
+            except ValueError:
+                return ""
+            path = scopes[-2] if len(scopes) >= 2 else ""
+            return path.removeprefix("inner.")
+    return ""

