@@ -296,7 +296,7 @@ class _Row:
         sampled_tokens = len(self.generated) - self.prefix_forced
         timings = GenerationTimings(
             prefill_seconds=prefill_seconds,
-            prefill_tokens=len(self.prompt) + self.prefix_forced,
+            prefill_tokens=len(self.prompt) + self.prefix_forced if self.steps else 0,
             decode_seconds=0.0 if first is None else end - first,
             decode_tokens=max(sampled_tokens - 1, 0),
             time_to_first_token_seconds=(end if first is None else first) - start,

@@ -61,7 +61,7 @@ def tiny_tokenizer(vocab_size: int = 384):
     return tok
 
 
-def hf_folder(out: Path, family: str = "llama", *, seed: int = 0, max_positions: int = 256) -> Path:
+def hf_folder(out: Path, family: str = "llama", *, seed: int = 0, max_positions: int = 1024) -> Path:
     """A tiny random causal LM saved as a Hugging Face folder (model, tokenizer, template).
 
     llama: 2 layers, hidden 64, 4 query / 2 KV heads, tied embeddings, vocabulary padded 8 past

@@ -268,7 +268,7 @@ def test_generate_opens_an_ir_folder(llama_ir, llama):
 
 def test_max_length_ends_generation(llama):
     limit = llama.max_length
-    long_prompt = " ".join(["lights"] * 400)
+    long_prompt = " ".join(["lights"] * 1500)
     ids = llama.assets.encode(long_prompt)[:limit - 3]
     prompt = llama.assets.tokenizer.decode(ids)
     n = len(llama.assets.encode(prompt))
