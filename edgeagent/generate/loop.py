@@ -563,8 +563,9 @@ def _prepare(model: ModelSource, prompt_or_messages: Any, options: GenerationOpt
         raise InputError("grammar-constrained beam search is not supported; use num_beams=1 with a "
                          "grammar", field="num_beams")
     declarations = _tool_declarations(tools)
-    owned = None if isinstance(model, Decoder) else load_decoder(model, assets=assets)
-    decoder = model if owned is None else owned
+    decoder = load_decoder(model, assets=assets)
+    # Close only what this call opened: a caller's Decoder or Session stays open.
+    owned = None if isinstance(model, (Decoder, Session)) else decoder
     try:
         prompts, batch = _encode_prompts(decoder.assets, prompt_or_messages, declarations,
                                          add_generation_prompt)
@@ -587,7 +588,8 @@ def generate(model: ModelSource, prompt_or_messages: Any, *, max_new_tokens: int
     """Generate text from a decoder on any backend.
 
     Args:
-        model: a Decoder (`load_decoder`; reuse it across calls), a Session (with `assets`),
+        model: a Decoder (`load_decoder`; reuse it across calls), a Session (with `assets`;
+            a Decoder or Session passed in stays open),
             an Artifact or artifact folder, or a decoder IR folder (opened and closed here).
         prompt_or_messages: a string; a list of `{"role", "content"}` messages (rendered with
             the model's chat template); or a list of those, a batch (left-padded, one model call

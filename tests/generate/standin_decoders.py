@@ -20,6 +20,7 @@ At merge: replace `hf_folder` with `tests.decoders` and `export_ir` with
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -142,7 +143,8 @@ def export_ir(hf: Path, out: Path, *, chat_template: bool = True) -> Path:
     present_names = [f"present.{i}.{k}" for i in range(layers) for k in ("key", "value")]
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecations
         torch.onnx.export(WithExplicitCache(model).eval(), example, str(onnx_path), dynamo=True,
                           input_names=["input_ids", "attention_mask", "position_ids", *past_names],
                           output_names=["logits", *present_names], dynamic_shapes=shapes,
