@@ -61,3 +61,9 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+# `edgeagent.generate(...)`, as the issue spells it, next to `edgeagent.generate.generate`.
+from .._callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, "generate")

@@ -246,6 +246,16 @@ class DecoderAssets:
                    pad_token_id=eos[0] if pad is None else pad, max_length=max_length,
                    metadata=MappingProxyType(ir))
 
+    @property
+    def chat_template_renders_tools(self) -> bool:
+        """Whether the chat template reads a `tools` variable (SmolLM2's does not; Qwen2.5's does)."""
+        if self.chat_template is None:
+            return False
+        from jinja2 import meta
+
+        env = _compile_template(self.chat_template).environment
+        return "tools" in meta.find_undeclared_variables(env.parse(self.chat_template))
+
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """Token ids of `text`; special tokens written in it are recognised (as transformers does)."""
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids

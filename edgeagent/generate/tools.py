@@ -251,7 +251,10 @@ def call_tool(model: ModelSource, prompt_or_messages: Any, tools: ToolRegistry |
         tools: a ToolRegistry, Tools, or one Tool.
         max_new_tokens: token budget of the call (default 256).
         temperature, top_k, top_p, seed: sampling, as `generate` (default greedy).
-        declare: render the tools into the chat template for messages (default True).
+        declare: render the tools into the chat template for messages (default True). A
+            template that reads no `tools` variable (SmolLM2's) renders nothing: check
+            `DecoderAssets.chat_template_renders_tools` and describe the tools in a system
+            message instead.
         assets: as `generate`.
 
     Returns:

@@ -317,3 +317,10 @@ def test_kv_cache_rows_advance_by_different_counts(llama):
         solo = llama.new_cache(1)
         solo.step(np.array([ids + extra]))
         np.testing.assert_allclose(both[row], solo.step(np.array([[9]]))[0, -1], atol=1e-4)
+
+
+def test_edgeagent_generate_is_callable_as_the_issue_spells_it(llama):
+    import edgeagent.generate
+
+    assert (edgeagent.generate(llama, PROMPTS[0], max_new_tokens=4).token_ids
+            == generate(llama, PROMPTS[0], max_new_tokens=4).token_ids)
