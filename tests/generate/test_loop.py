@@ -42,19 +42,28 @@ def test_greedy_equals_transformers_generate(family, request):
         assert result.prompt_tokens == len(ids)
 
 
-def test_chat_prompt_is_transformers_apply_chat_template(llama, llama_hf):
+def test_chat_prompt_is_transformers_apply_chat_template(llama, llama_tools, llama_hf):
     from transformers import AutoTokenizer
+
+    from tests.generate.standin_decoders import TOOLS_CHAT_TEMPLATE
 
     tok = AutoTokenizer.from_pretrained(llama_hf)
     tools = [{"type": "function", "function": {"name": "get_time", "description": "the time <now>",
                                                "parameters": {"type": "object", "properties": {}}}}]
-    for kwargs in ({}, {"tools": tools}):
-        expected = tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False, **kwargs)
-        assert llama.assets.render_chat(CHAT, **kwargs) == expected
-        ids = tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=True, **kwargs)
+    cases = [(llama, None, {}), (llama_tools, TOOLS_CHAT_TEMPLATE, {}),
+             (llama_tools, TOOLS_CHAT_TEMPLATE, {"tools": tools})]
+    for decoder, template, kwargs in cases:
+        expected = tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False,
+                                           chat_template=template, **kwargs)
+        assert decoder.assets.render_chat(CHAT, **kwargs) == expected
+        ids = tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=True,
+                                      chat_template=template, **kwargs)
         ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-        assert llama.assets.encode(llama.assets.render_chat(CHAT, **kwargs), add_special_tokens=False) == list(ids)
-    assert "<now>" in llama.assets.render_chat(CHAT, tools=tools)  # tojson does not escape HTML
+        assert decoder.assets.encode(decoder.assets.render_chat(CHAT, **kwargs),
+                                     add_special_tokens=False) == list(ids)
+    assert "<now>" in llama_tools.assets.render_chat(CHAT, tools=tools)  # tojson escapes no HTML
+    assert llama_tools.assets.chat_template_renders_tools
+    assert not llama.assets.chat_template_renders_tools
 
 
 def test_text_is_the_decoded_tokens_and_timings_add_up(llama):
@@ -268,7 +277,7 @@ def test_generate_opens_an_ir_folder(llama_ir, llama):
 
 def test_max_length_ends_generation(llama):
     limit = llama.max_length
-    long_prompt = " ".join(["lights"] * 1500)
+    long_prompt = " ".join(["lights"] * 400)
     ids = llama.assets.encode(long_prompt)[:limit - 3]
     prompt = llama.assets.tokenizer.decode(ids)
     n = len(llama.assets.encode(prompt))

@@ -106,10 +106,26 @@ def test_a_schema_llguidance_cannot_enforce_names_the_tool():
     assert caught.value.tool == "weird"
 
 
-def test_declarations_reach_the_chat_template(llama):
-    prompt = llama.assets.render_chat(ASK, tools=TOOLS.declarations())
+def test_declarations_reach_the_chat_template(llama_tools):
+    prompt = llama_tools.assets.render_chat(ASK, tools=TOOLS.declarations())
     for tool in TOOLS.tools:
         assert json.dumps(tool.declaration(), ensure_ascii=False) in prompt
+
+
+def test_a_padded_vocabulary_is_masked_out(llama):
+    """Models pad their logits past the tokenizer (to a multiple of 64, say): never sampled."""
+    import numpy as np
+
+    from edgeagent.generate.grammar import Constraint, ll_tokenizer
+
+    tokens = llama.assets.tokenizer.get_vocab_size(with_added_tokens=True)
+    constraint = Constraint(Grammar.regex("[a-z]+"), ll_tokenizer(llama.assets, tokens + 16), tokens + 16)
+    scores = np.zeros(tokens + 16, np.float32)
+    scores[tokens:] = 100.0
+    constraint.apply(scores)
+    assert np.isneginf(scores[tokens:]).all() and np.isfinite(scores[:tokens]).sum() > 10
+    with pytest.raises(InputError, match="does not belong"):
+        ll_tokenizer(llama.assets, tokens - 1)
 
 
 # -- constrained generation ---------------------------------------------------------------------
