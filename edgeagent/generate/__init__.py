@@ -32,7 +32,7 @@ _EXPORTS = {
     "DecoderAssets": "edgeagent.generate.assets",
     "Grammar": "edgeagent.generate.grammar",
     "Tool": "edgeagent.generate.tools",
-    "ToolCall": "edgeagent.generate.tools",
+    "ParsedToolCall": "edgeagent.generate.tools",
     "ToolCallResult": "edgeagent.generate.tools",
     "ToolRegistry": "edgeagent.generate.tools",
     "call_tool": "edgeagent.generate.tools",
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .loop import (Chunk, GenerationResult, GenerationStream, GenerationTimings, StopReason,
                        generate, stream)
     from .options import GenerationOptions
-    from .tools import Tool, ToolCall, ToolCallResult, ToolRegistry, call_tool
+    from .tools import ParsedToolCall, Tool, ToolCallResult, ToolRegistry, call_tool
 
 
 def __getattr__(name: str) -> Any:

@@ -112,8 +112,11 @@ class Tool:
 
 
 @dataclass(frozen=True)
-class ToolCall:
-    """A parsed, validated call: the tool's name and its arguments (plain JSON data)."""
+class ParsedToolCall:
+    """A parsed, validated call: the tool's name and its arguments (read-only JSON data).
+
+    A task's reader maps it onto the agent's `ToolCall` (intent = name, slots = arguments).
+    """
 
     name: str
     arguments: Mapping[str, Any]
@@ -134,7 +137,7 @@ class ToolCallResult:
         generation: the generation itself (text, tokens, timings with fast-forward counts).
     """
 
-    call: ToolCall | None
+    call: ParsedToolCall | None
     complete: bool
     reason: str
     generation: GenerationResult
@@ -214,7 +217,7 @@ class ToolRegistry:
             self._grammar = Grammar.json_schema(self.call_schema())
         return self._grammar
 
-    def parse(self, text: str) -> tuple[ToolCall | None, str]:
+    def parse(self, text: str) -> tuple[ParsedToolCall | None, str]:
         """Parse and validate one call; (call, "") or (None, why not)."""
         try:
             value = json.loads(text)
@@ -228,7 +231,7 @@ class ToolRegistry:
         errors = tool.errors(value["arguments"])
         if errors:
             return None, f"arguments do not validate against {tool.name}'s parameters: {errors[:3]}"
-        return ToolCall(tool.name, _frozen(value["arguments"])), ""
+        return ParsedToolCall(tool.name, _frozen(value["arguments"])), ""
 
 
 def _registry(tools: ToolRegistry | Sequence[Tool] | Tool) -> ToolRegistry:
