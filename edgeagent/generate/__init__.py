@@ -28,6 +28,7 @@ _EXPORTS = {
     "Decoder": "edgeagent.generate.decoder",
     "DecoderLayout": "edgeagent.generate.decoder",
     "KVCache": "edgeagent.generate.decoder",
+    "DecoderCache": "edgeagent.generate.decoder",
     "load_decoder": "edgeagent.generate.decoder",
     "DecoderAssets": "edgeagent.generate.assets",
     "Grammar": "edgeagent.generate.grammar",
@@ -45,7 +46,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .assets import DecoderAssets
-    from .decoder import Decoder, DecoderLayout, KVCache, load_decoder
+    from .decoder import Decoder, DecoderCache, DecoderLayout, KVCache, load_decoder
     from .errors import NoChatTemplate, PromptTooLong, ToolSchemaError
     from .grammar import Grammar
     from .loop import (Chunk, GenerationResult, GenerationStream, GenerationTimings, StopReason,

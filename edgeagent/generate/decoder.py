@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -95,17 +95,43 @@ class DecoderLayout:
                    vocab_size=vocab if isinstance(vocab, int) else None)
 
 
+class DecoderCache(Protocol):
+    """What the loop needs of a batch's cache between model steps (`KVCache` is the default).
+
+    A backend that keeps the cache itself — OpenVINO's stateful model (state variables and a
+    `beam_idx` input), ONNX Runtime with IO binding (present OrtValues bound back as the next
+    past, on the GPU never copied to the host) — gives its Session a `decoder_cache(batch)`
+    method that returns one of these, and the same loop drives it.
+    """
+
+    steps: int
+
+    def step(self, tokens: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Feed `[batch, k]` tokens (False in `valid` marks padding); return `[batch, k, vocab]` logits."""
+
+    def select(self, rows: Sequence[int] | np.ndarray) -> None:
+        """Keep, reorder or repeat the batch's rows (beams, finished rows leaving)."""
+
+
 class Decoder:
     """A decoder Session plus its tokenizer and configs: what `generate` runs.
 
     Build one with `load_decoder`, or directly from a Session of any backend and the IR folder
     holding its tokenizer. Closing it closes the Session.
+
+    Raises:
+        UnsupportedModel: the Session neither has the contract's explicit KV inputs and outputs
+            nor provides its own cache (`decoder_cache`).
     """
 
     def __init__(self, session: Session, assets: DecoderAssets) -> None:
         self.session = session
         self.assets = assets
-        self.layout = DecoderLayout.from_signature(session, assets.metadata)
+        self._own_cache = getattr(session, "decoder_cache", None)
+        # A session that keeps its cache itself need not show past/present tensors.
+        self.layout = (None if self._own_cache is not None and not any(
+            _PAST.match(s.name) for s in session.inputs)
+            else DecoderLayout.from_signature(session, assets.metadata))
         self._ll_tokenizer: Any = None
 
     @property
@@ -122,14 +148,17 @@ class Decoder:
 
     def vocab_size(self) -> int:
         """The logits' width: the signature's, else ir.json's, else the tokenizer's."""
-        if self.layout.vocab_size is not None:
+        if self.layout is not None and self.layout.vocab_size is not None:
             return self.layout.vocab_size
         meta = self.assets.metadata.get("vocab_size")
         if isinstance(meta, int) or str(meta).isdigit():
             return int(meta)
         return self.assets.tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def new_cache(self, batch: int) -> KVCache:
+    def new_cache(self, batch: int) -> DecoderCache:
+        """An empty cache for `batch` rows: the session's own, else a `KVCache`."""
+        if self._own_cache is not None:
+            return self._own_cache(batch)
         return KVCache(self, batch)
 
     def close(self) -> None:
@@ -185,23 +214,21 @@ class KVCache:
         Returns:
             logits `[batch, k, vocab]` as the backend returned them.
         """
-        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        valid = np.ones(tokens.shape, bool) if valid is None else np.asarray(valid, bool)
-        step_mask = valid.astype(np.int64)
-        positions = self.next_position[:, None] + np.cumsum(step_mask, axis=1) - 1
-        np.maximum(positions, 0, out=positions)
-        # The mask grows by k columns per step: a copy of batch × length int64, small beside the
-        # cache. The cache itself is the backend's present.* arrays, fed back as they came.
-        # Standard ONNX's Concat copies the whole past inside the model each step; a backend
-        # that binds preallocated past/present buffers (ONNX Runtime IO binding with a shared
-        # buffer, OpenVINO's stateful model) is where that copy goes away.
-        mask = np.concatenate([self.attention_mask, step_mask], axis=1)
+        tokens, mask, positions, advance = step_inputs(self.attention_mask, self.next_position,
+                                                       tokens, valid)
+        # The cache is the backend's present.* arrays fed back as they came: ONNX Runtime on
+        # the CPU hands out numpy views of its own buffers and reads contiguous numpy inputs in
+        # place, so this side copies nothing. The copy left is inside the model: standard
+        # ONNX's Concat writes the whole past into a new present each step. A backend that
+        # keeps the cache itself (OpenVINO's stateful model) or on its device (IO binding on
+        # a GPU, where `run` would copy it to the host and back each step) gives its Session a
+        # `decoder_cache` (see DecoderCache).
         feeds = {"input_ids": tokens, "attention_mask": mask, "position_ids": positions}
         feeds.update(zip(self._past_names, self.past))
         out = self._session.run(feeds)
         self.past = [out[name] for name in self._present_names]
         self.attention_mask = mask
-        self.next_position = self.next_position + step_mask.sum(axis=1)
+        self.next_position = self.next_position + advance
         self.steps += 1
         return out["logits"]
 
@@ -213,6 +240,31 @@ class KVCache:
         self.past = [p[rows] for p in self.past]
         self.attention_mask = self.attention_mask[rows]
         self.next_position = self.next_position[rows]
+
+
+def step_inputs(attention_mask: np.ndarray, next_position: np.ndarray, tokens: np.ndarray,
+                valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The contract's `input_ids`, `attention_mask` and `position_ids` of one step.
+
+    Args:
+        attention_mask: int64 `[batch, past]`, the mask so far.
+        next_position: int64 `[batch]`, each row's count of valid tokens so far.
+        tokens: `[batch, k]` token ids.
+        valid: bool `[batch, k]`, False at padding (None: all valid).
+
+    Returns:
+        (input_ids, the mask grown by k columns, position_ids, valid tokens per row). A
+        position is the count of valid tokens before it (cumsum(mask) - 1, clipped at 0), as
+        the contract's left padding prescribes. The mask is a new array, a small copy beside
+        the cache.
+    """
+    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+    step_mask = (np.ones(tokens.shape, np.int64) if valid is None
+                 else np.asarray(valid, bool).astype(np.int64))
+    positions = next_position[:, None] + np.cumsum(step_mask, axis=1) - 1
+    np.maximum(positions, 0, out=positions)
+    mask = np.concatenate([attention_mask, step_mask], axis=1)
+    return tokens, mask, positions, step_mask.sum(axis=1)
 
 
 def _is_artifact(folder: Path) -> bool:
