@@ -68,10 +68,12 @@ def test_greedy_equals_transformers(smollm2, smollm2_hf):
 def test_grammar_on_a_49k_vocabulary(smollm2):
     assert smollm2.ll_tokenizer().vocab_size == 49152
     result = call_tool(smollm2, bench.messages("dim the kitchen lights to 30 percent"), bench.HOME_TOOLS)
-    assert result.complete and result.call.name == "set_light"
+    # Which tool a 135M model picks is its business; that the call parses and validates is ours.
+    assert result.complete, result.reason
+    value = json.loads(result.generation.text)
+    assert bench.HOME_TOOLS[value["name"]].errors(value["arguments"]) == []
     g = result.generation
     assert g.stop_reason is StopReason.GRAMMAR_COMPLETE and g.timings.steps_saved > 0
-    assert json.loads(g.text)["arguments"]["room"] == "kitchen"
 
 
 def test_1000_sampled_tool_calls_at_temperature_1_all_parse_and_validate(smollm2):
