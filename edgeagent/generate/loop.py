@@ -24,7 +24,7 @@ from .assets import DecoderAssets
 from .decoder import Decoder, load_decoder
 from .errors import PromptTooLong
 from .grammar import Constraint, Grammar
-from .options import GenerationOptions, choose, log_softmax
+from .options import GenerationOptions, choose, log_softmax, row_generator
 
 ModelSource = Decoder | Session | Artifact | str | os.PathLike
 
@@ -336,7 +336,7 @@ def _sample_rows(decoder: Decoder, prompts: list[list[int]], options: Generation
     assets = decoder.assets
     budget, max_length = options.max_new_tokens, decoder.max_length
     vocab = decoder.vocab_size()
-    rng = np.random.default_rng(options.seed)
+    rngs = [row_generator(options.seed, i) for i in range(len(prompts))]
     eos = frozenset(assets.eos_token_ids)
     rows = []
     for i, prompt in enumerate(prompts):
@@ -378,7 +378,7 @@ def _sample_rows(decoder: Decoder, prompts: list[list[int]], options: Generation
             scores = np.array(last[i], dtype=np.float32)  # a copy: masks write into it
             if row.constraint is not None:
                 row.constraint.apply(scores)
-            token = choose(scores, options, rng)
+            token = choose(scores, options, rngs[row.index])
             if row.first_sample is None:
                 row.first_sample = time.perf_counter()
             forced: list[int] = []
@@ -620,7 +620,8 @@ def generate(model: ModelSource, prompt_or_messages: Any, *, max_new_tokens: int
         temperature: 0 is greedy (default); above 0 samples.
         top_k: sample among the k most likely tokens (default None).
         top_p: nucleus sampling, in (0, 1] (default None).
-        seed: sampler seed; the same seed gives the same tokens (default None).
+        seed: sampler seed; the same seed gives the same tokens, and each row of a batch
+            draws from its own stream (seed, row), independent of its batch-mates (default None).
         num_beams: beam search when > 1 (default 1); needs temperature 0, no grammar.
         length_penalty: beam score exponent on the length (default 1.0).
         grammar: a Grammar or a ToolRegistry whose calls the output must be (default None).

@@ -91,6 +91,15 @@ class GenerationOptions:
         return self.temperature > 0
 
 
+def row_generator(seed: int | None, row: int) -> np.random.Generator:
+    """The sampler of row `row` of a batch: its own stream, (seed, row).
+
+    A row's draws then do not depend on its batch-mates (how many there are, when they
+    finish), and row 0 draws what a single prompt with the same seed draws.
+    """
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(row,)))
+
+
 def choose(logits: np.ndarray, options: GenerationOptions, rng: np.random.Generator) -> int:
     """The next token of one row: argmax when greedy, else a draw after the warpers.
 

@@ -131,6 +131,18 @@ def test_batch_with_left_padding_equals_one_by_one(family, request):
         assert result.prompt_tokens == alone.prompt_tokens
 
 
+def test_sampled_rows_do_not_depend_on_their_batch_mates(llama):
+    alone = generate(llama, PROMPTS[0], max_new_tokens=12, temperature=1.0, seed=9)
+    for batch in ([PROMPTS[0], PROMPTS[1]], [PROMPTS[0], CHAT, PROMPTS[3]]):
+        together = generate(llama, batch, max_new_tokens=12, temperature=1.0, seed=9)
+        assert together[0].token_ids == alone.token_ids
+    again = generate(llama, [PROMPTS[0], PROMPTS[1]], max_new_tokens=12, temperature=1.0, seed=9)
+    assert again[1].token_ids == generate(llama, [PROMPTS[0], PROMPTS[1]], max_new_tokens=12,
+                                          temperature=1.0, seed=9)[1].token_ids
+    assert together[1].token_ids != generate(llama, CHAT, max_new_tokens=12, temperature=1.0,
+                                             seed=9).token_ids  # row 1 has its own stream
+
+
 def test_batch_rows_that_stop_early_leave_the_batch(llama):
     free = [generate(llama, p, max_new_tokens=10).token_ids for p in PROMPTS[:3]]
     assets = dataclasses.replace(llama.assets, eos_token_ids=(free[0][2],))

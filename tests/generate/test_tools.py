@@ -175,7 +175,7 @@ def test_fast_forwarded_cache_matches_a_plain_run(llama):
 
     from edgeagent.generate import GenerationOptions
     from edgeagent.generate.grammar import Constraint
-    from edgeagent.generate.options import choose
+    from edgeagent.generate.options import choose, row_generator
 
     prompt = llama.assets.encode(llama.assets.render_chat(ASK, tools=TOOLS.declarations()),
                                  add_special_tokens=False)
@@ -183,7 +183,7 @@ def test_fast_forwarded_cache_matches_a_plain_run(llama):
     replayed = 0
     for seed in range(6):
         result = call_tool(llama, ASK, TOOLS, max_new_tokens=96, temperature=1.0, seed=seed).generation
-        rng = np.random.default_rng(seed)
+        rng = row_generator(seed, 0)
         constraint = Constraint(TOOLS.grammar(), llama.ll_tokenizer(), llama.vocab_size())
         cache = llama.new_cache(1)
         logits = cache.step(np.array([prompt]))[0, -1]
