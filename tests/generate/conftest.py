@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("torch", reason="the tiny decoders are built with torch: install edgeagent[train]")
-pytest.importorskip("transformers")
+from tests import decoders
+from tests.generate import standin_decoders
 
-from tests import decoders  # noqa: E402
-from tests.generate import standin_decoders  # noqa: E402
+
+def _needs_torch() -> None:
+    pytest.importorskip("torch", reason="the tiny decoders are built with torch: install edgeagent[train]")
+    pytest.importorskip("transformers", reason="the tiny decoders are built with transformers")
 
 
 @pytest.fixture(scope="session")
 def llama_hf(tmp_path_factory):
+    _needs_torch()
     return decoders.tiny_llama(tmp_path_factory.mktemp("hf-llama"), seed=0)
 
 
@@ -29,6 +32,7 @@ def llama_ir(tmp_path_factory, llama_hf):
 
 @pytest.fixture(scope="session")
 def qwen_hf(tmp_path_factory):
+    _needs_torch()
     return decoders.tiny_qwen2(tmp_path_factory.mktemp("hf-qwen2"), seed=1)
 
 
