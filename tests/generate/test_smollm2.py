@@ -76,6 +76,7 @@ def test_grammar_on_a_49k_vocabulary(smollm2):
     assert g.stop_reason is StopReason.GRAMMAR_COMPLETE and g.timings.steps_saved > 0
 
 
+@pytest.mark.timeout(5400)  # 33 minutes measured on 2 shared cores; pyproject's default is 600 s
 def test_1000_sampled_tool_calls_at_temperature_1_all_parse_and_validate(smollm2):
     report = bench.run(smollm2, 1000, temperature=1.0, max_new_tokens=128)
     assert report["failures"] == []
