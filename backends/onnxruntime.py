@@ -30,7 +30,8 @@ from edgeagent.artifact import Artifact, write_manifest
 from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session,
                                coerce_enums, parse_device, sdk_version)
 from edgeagent.data import Dataset
-from edgeagent.errors import ArtifactError, BackendUnavailable, CalibrationError, InputError, UnsupportedModel
+from edgeagent.errors import (ArtifactError, BackendUnavailable, CalibrationError, InputError, UnsupportedModel,
+                              UnsupportedPrecision)
 from edgeagent.hostinfo import usable_cpus
 from edgeagent.paths import edgeagent_home
 from edgeagent.ir import ModelIR, load, save_proto
@@ -102,6 +103,13 @@ class OrtCompileOptions:
         nodes_to_quantize: quantize only these nodes (default: all); per-node sensitivity uses it.
         device: the device the artifact is meant for (cpu, gpu, gpu.1; default None: cpu); it is
             recorded, and loading picks the execution provider from it unless told otherwise.
+        block_size: decoders' weight-only INT4/INT8: weights per scale (default 32, as
+            onnxruntime-genai's CPU builds use).
+        symmetric: decoders' weight-only blocks without zero points (default True).
+        accuracy_level: MatMulNBits' compute type for decoders: 0 unset, 1 fp32, 2 fp16, 3 bf16,
+            4 int8 (default 4: INT4 without an int8 compute level dequantizes to float32 each call
+            and loses its speed on CPUs, as ONNX Runtime's issues report).
+        lm_head: a decoder's LM head precision: fp32, int8 or int4 (default: as the body).
     """
 
     int8: Int8Recipe | None = None
@@ -117,6 +125,10 @@ class OrtCompileOptions:
     nodes_to_exclude: tuple[str, ...] = ()
     nodes_to_quantize: tuple[str, ...] = ()
     device: str | None = None
+    block_size: int = 32
+    symmetric: bool = True
+    accuracy_level: int = 4
+    lm_head: str | None = None
 
     def __post_init__(self) -> None:
         if self.device is not None:
@@ -377,6 +389,85 @@ class OnnxRuntimeSession(Session):
         del self.ort_session
 
 
+class OrtDecoderCache:
+    """A decoder's KV cache kept as ONNX Runtime OrtValues between steps (IO binding).
+
+    Each step binds the previous step's `present.*` OrtValues as the next `past_key_values.*`
+    and lets ONNX Runtime allocate the new ones, so the cache never becomes a numpy array on the
+    way: only the logits are read out. (The standard-op graph's Concat still writes each step's
+    present from past plus the new token; sharing one buffer across steps needs ONNX Runtime's
+    GroupQueryAttention contrib op, which this portable IR does not use.) `select` goes through
+    numpy, for beams and rows that finish.
+    """
+
+    def __init__(self, session: OnnxRuntimeSession, batch: int) -> None:
+        import onnxruntime as ort
+
+        from edgeagent.generate.decoder import step_inputs
+
+        self._ort, self._step_inputs = ort, step_inputs
+        self._session = session.ort_session
+        layers = sorted({int(s.name.split(".")[1]) for s in session.inputs if s.name.startswith("past_key_values.")})
+        self._past = [f"past_key_values.{i}.{k}" for i in layers for k in ("key", "value")]
+        self._present = [f"present.{i}.{k}" for i in layers for k in ("key", "value")]
+        spec = next(s for s in session.inputs if s.name == "past_key_values.0.key")
+        heads, head_dim = session.kv_shape
+        empty = np.zeros((batch, heads, 0, head_dim), np.dtype(spec.dtype))
+        self.past = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in self._past]
+        self.attention_mask = np.zeros((batch, 0), np.int64)
+        self.next_position = np.zeros(batch, np.int64)
+        self.steps = 0
+
+    def step(self, tokens: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        tokens, mask, positions, advance = self._step_inputs(self.attention_mask, self.next_position, tokens, valid)
+        binding = self._session.io_binding()
+        for name, value in (("input_ids", tokens), ("attention_mask", mask), ("position_ids", positions)):
+            binding.bind_cpu_input(name, value)
+        for name, value in zip(self._past, self.past):
+            binding.bind_ortvalue_input(name, value)
+        for name in ("logits", *self._present):
+            binding.bind_output(name, "cpu")
+        self._session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        self.past = list(outputs[1:])
+        self.attention_mask, self.next_position = mask, self.next_position + advance
+        self.steps += 1
+        return outputs[0].numpy()
+
+    def select(self, rows) -> None:
+        rows = np.asarray(rows, np.int64)
+        self.past = [self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(p.numpy()[rows])) for p in self.past]
+        self.attention_mask, self.next_position = self.attention_mask[rows], self.next_position[rows]
+
+
+class OnnxRuntimeDecoderSession(OnnxRuntimeSession):
+    """A decoder artifact: `run` as any Session, plus `decoder_cache(batch)`, which the generation
+    loop drives so the KV cache stays in ONNX Runtime between steps."""
+
+    def __init__(self, *args, kv_shape: tuple[int, int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.kv_shape = kv_shape
+        self.check_finite = False  # the loop feeds back the model's own cache: no NaN scan per step
+
+    def decoder_cache(self, batch: int) -> OrtDecoderCache:
+        return OrtDecoderCache(self, batch)
+
+
+def _kv_shape(inputs, metadata: Mapping[str, Any]) -> tuple[int, int]:
+    spec = next((s for s in inputs if s.name == "past_key_values.0.key"), None)
+    if spec is None or spec.rank != 4:
+        raise UnsupportedModel("the decoder artifact has no past_key_values.0.key of rank 4; export it again")
+    dims = []
+    for axis, key in ((1, "num_kv_heads"), (3, "head_dim")):
+        value = spec.shape[axis]
+        if not isinstance(value, int):
+            value = int(metadata.get(key, 0) or 0)
+        if value < 1:
+            raise UnsupportedModel(f"the decoder's {key} is neither fixed in its signature nor in ir.json")
+        dims.append(value)
+    return dims[0], dims[1]
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the CPU: fp32, fp16 and INT8 (dynamic, or static QDQ)."""
 
@@ -398,11 +489,12 @@ class OnnxRuntimeBackend(Backend):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             name=self.name, devices=self._devices(),
-            precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+            precisions=(Precision.FP32, Precision.FP16, Precision.INT8, Precision.INT4),
             needs_calibration=(),  # only the static INT8 recipe does, and it says so
             pip_extra="cpu", sdk_version=_ort_version(),
             recipes={"fp32": ("fp32",), "fp16": ("fp16",),
-                     "int8": tuple(r.value for r in Int8Recipe)})
+                     "int8": tuple(r.value for r in Int8Recipe) + ("weight-only (decoders)",),
+                     "int4": ("weight-only (decoders)",)})
 
     def available(self) -> Availability:
         if _ort_version() is None:
@@ -484,6 +576,13 @@ class OnnxRuntimeBackend(Backend):
         self.require_available()
         precision = self.check_precision(precision)
         opts = self.compile_options(options)
+        from edgeagent.causal.export import is_decoder
+
+        if is_decoder(ir):
+            return self._compile_decoder(ir, precision, opts, target, self.new_workdir(workdir))
+        if precision is Precision.INT4:
+            raise UnsupportedPrecision("int4 is weight-only quantization for generative decoders (IRs that "
+                                       "`edgeagent export --task text-generation` writes); use int8 for this model")
         out = self.new_workdir(workdir)
         recipe: dict[str, Any] = {"name": str(precision), **({"device": opts.device} if opts.device else {})}
         evidence: dict[str, Any] = {}
@@ -542,10 +641,60 @@ class OnnxRuntimeBackend(Backend):
         opts = self.load_options(options)
         model_path = artifact.file(MODEL_FILE)
         load(model_path, full_check=False)  # external data must stay inside the artifact
-        return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs,
-                                  threads=default_threads(target, opts.threads),
-                                  disabled_optimizers=_disabled_optimizers(artifact),
-                                  auto_threads=opts.threads == "auto", providers=self._provider_list(opts, artifact))
+        common = dict(threads=default_threads(target, opts.threads), disabled_optimizers=_disabled_optimizers(artifact),
+                      auto_threads=opts.threads == "auto", providers=self._provider_list(opts, artifact))
+        if artifact.capabilities.get("decoder"):
+            import json
+
+            ir_json = artifact.path / "ir.json"
+            metadata = json.loads(ir_json.read_text(encoding="utf-8")) if "ir.json" in artifact.manifest["files"] else {}
+            return OnnxRuntimeDecoderSession(model_path, artifact.inputs, artifact.outputs,
+                                             kv_shape=_kv_shape(artifact.inputs, metadata), **common)
+        return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs, **common)
+
+    def open_model(self, ir: ModelIR, *, options: Any = None, target: Any = None) -> OnnxRuntimeSession:
+        """A session on an uncompiled, already checked ModelIR (ONNX Runtime runs standard ONNX as
+        is): how `generate` runs a decoder IR folder without compiling it first."""
+        opts = self.load_options(options)
+        return OnnxRuntimeSession(ir.path, ir.inputs, ir.outputs, threads=default_threads(target, opts.threads))
+
+    # -- generative decoders -------------------------------------------------------------------
+
+    def _compile_decoder(self, ir: ModelIR, precision: Precision, opts: OrtCompileOptions, target: Any,
+                         out: Path) -> Artifact:
+        """A decoder IR: float32 as exported, or weight-only INT8/INT4 through MatMulNBits; the IR
+        folder's tokenizer and configs travel with it."""
+        import shutil
+
+        from edgeagent.causal.export import copy_assets
+        from edgeagent.causal.quantize_ort import OrtWeightOnlyOptions, quantize_weights_ort
+
+        recipe: dict[str, Any] = {"name": str(precision), "task": "text-generation",
+                                  **({"device": opts.device} if opts.device else {})}
+        if precision is Precision.FP16:
+            raise UnsupportedPrecision("fp16 decoders are meant for GPU execution providers and are not built "
+                                       "here; compile fp32, int8 or int4 (weight-only)")
+        if precision is Precision.FP32:
+            if ir.path.name != MODEL_FILE and ir.external_files:
+                raise UnsupportedModel(f"the decoder's model file is {ir.path.name}; its external data names it, "
+                                       f"so it cannot be renamed {MODEL_FILE}: export the IR again")
+            for name in (ir.path.name, *ir.external_files):
+                shutil.copyfile(ir.path.parent / name, out / (MODEL_FILE if name == ir.path.name else name))
+        else:
+            report = quantize_weights_ort(ir, out / MODEL_FILE, OrtWeightOnlyOptions(
+                bits=4 if precision is Precision.INT4 else 8, block_size=opts.block_size, symmetric=opts.symmetric,
+                accuracy_level=opts.accuracy_level, lm_head=opts.lm_head))
+            recipe.update(name="weight-only", weights=f"int{4 if precision is Precision.INT4 else 8}",
+                          activations="float32", **report.to_json())
+        recipe["assets"] = copy_assets(ir, out)
+        recipe["disabled_optimizers"] = []
+        return write_manifest(
+            out, backend=self.name, precision=str(precision), recipe=recipe, source_sha256=ir.sha256,
+            signature=ir.signature(), sdk={"onnxruntime": _ort_version(), "onnx": sdk_version("onnx")},
+            # Weight-only: activations are float, and left padding is masked, so a prompt's tokens do
+            # not depend on its batch mates.
+            capabilities={"batch_invariant": True, "int8_node_exclusion": True, "decoder": True},
+            target=getattr(target, "name", target))
 
     # -- recipes -----------------------------------------------------------------------------
 

@@ -26,8 +26,8 @@ from edgeagent.artifact import Artifact, write_manifest
 from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session, coerce_enums,
                                module_importable, sdk_version)
 from edgeagent.data import Dataset
-from edgeagent.errors import BackendUnavailable, CalibrationError, InputError, UnsupportedModel
-from edgeagent.ir import ModelIR
+from edgeagent.errors import BackendUnavailable, CalibrationError, InputError, UnsupportedModel, UnsupportedPrecision
+from edgeagent.ir import UNKNOWN_DIM, ModelIR, TensorSpec
 from edgeagent.paths import edgeagent_home
 
 MODEL_XML = "model.xml"
@@ -91,6 +91,8 @@ class OpenVINOCompileOptions:
         max_drop: accuracy_control's largest allowed absolute metric drop; None takes the
             target's budget, else 0.01.
         validation: labelled data and metric for accuracy_control.
+        group_size: a decoder's INT4 weight compression: weights per scale (default 128, as
+            optimum-intel's INT4 default; a width it does not divide takes a smaller power of two).
     """
 
     device: str = "CPU"
@@ -101,9 +103,12 @@ class OpenVINOCompileOptions:
     fast_bias_correction: bool = True
     max_drop: float | None = None
     validation: Validation | None = None
+    group_size: int = 128
 
     def __post_init__(self) -> None:
         coerce_enums(self, "openvino", {"int8": Int8Recipe, "model_type": ModelKind})
+        if self.group_size < 1:
+            raise InputError(f"group_size must be at least 1, got {self.group_size}", field="group_size")
         if self.preset is not None and self.preset not in ("performance", "mixed"):
             raise InputError(f"openvino option preset={self.preset!r} is invalid; choose performance "
                              "or mixed", field="preset")
@@ -178,6 +183,65 @@ class OpenVINOSession(Session):
         del self.compiled_model
 
 
+class OVStateCache:
+    """A stateful decoder's cache: it lives in the infer request between steps; `beam_idx` tells the
+    model which rows of the previous state each row continues (beams, finished rows leaving)."""
+
+    def __init__(self, session: OpenVINODecoderSession, batch: int) -> None:
+        from edgeagent.generate.decoder import step_inputs
+
+        self._step_inputs, self._session = step_inputs, session
+        session.request.reset_state()
+        self.beam_idx = np.arange(batch, dtype=np.int32)
+        self.attention_mask = np.zeros((batch, 0), np.int64)
+        self.next_position = np.zeros(batch, np.int64)
+        self.steps = 0
+
+    def step(self, tokens: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        tokens, mask, positions, advance = self._step_inputs(self.attention_mask, self.next_position, tokens, valid)
+        result = self._session.request.infer({"input_ids": tokens, "attention_mask": mask, "position_ids": positions,
+                                             "beam_idx": self.beam_idx})
+        self.attention_mask, self.next_position = mask, self.next_position + advance
+        self.beam_idx = np.arange(tokens.shape[0], dtype=np.int32)
+        self.steps += 1
+        return np.asarray(result[self._session.logits_port])
+
+    def select(self, rows) -> None:
+        rows = np.asarray(rows, np.int64)
+        self.beam_idx = rows.astype(np.int32)
+        self.attention_mask, self.next_position = self.attention_mask[rows], self.next_position[rows]
+
+
+class OpenVINODecoderSession(OpenVINOSession):
+    """A stateful decoder: `decoder_cache(batch)` for the generation loop; one sequence batch at a
+    time (the state belongs to the session's one infer request)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.logits_port = self.compiled_model.output("logits")
+        self.check_finite = False
+
+    def decoder_cache(self, batch: int) -> OVStateCache:
+        return OVStateCache(self, batch)
+
+
+def _spec(port) -> TensorSpec:
+    """A TensorSpec of an OpenVINO port (dynamic dims named as the ONNX contract names them)."""
+    names = {"input_ids": ("batch", "sequence"), "attention_mask": ("batch", "total_sequence"),
+             "position_ids": ("batch", "sequence"), "beam_idx": ("batch",), "logits": ("batch", "sequence", None)}
+    name = port.get_any_name()
+    symbolic = names.get(name, ())
+    shape: list[int | str] = []
+    for axis, dim in enumerate(port.get_partial_shape()):
+        if dim.is_static:
+            shape.append(int(dim.get_length()))
+        else:
+            shape.append(symbolic[axis] if axis < len(symbolic) and symbolic[axis] else UNKNOWN_DIM)
+    dtype = {"i64": "int64", "i32": "int32", "f32": "float32", "f16": "float16"}.get(port.get_element_type().get_type_name(),
+                                                                                   "float32")
+    return TensorSpec(name, dtype, tuple(shape))
+
+
 class OpenVINOBackend(Backend):
     """OpenVINO runtime: fp32, fp16 and NNCF INT8 on the devices OpenVINO reports."""
 
@@ -197,7 +261,7 @@ class OpenVINOBackend(Backend):
             devices = tuple(_core().available_devices) + ("AUTO",)
         return Capabilities(
             name=self.name, devices=devices,
-            precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+            precisions=(Precision.FP32, Precision.FP16, Precision.INT8, Precision.INT4),
             needs_calibration=(Precision.INT8,), pip_extra=self.pip_extra,
             sdk_version=sdk_version("openvino"),
             recipes={"fp32": ("fp32",), "fp16": ("fp16",), "int8": tuple(r.value for r in Int8Recipe)})
@@ -247,6 +311,13 @@ class OpenVINOBackend(Backend):
 
         core = _core()
         check_device(core, opts.device)
+        from edgeagent.causal.export import is_decoder
+
+        if is_decoder(ir):
+            return self._compile_decoder(ir, precision, opts, target, self.new_workdir(workdir))
+        if precision is Precision.INT4:
+            raise UnsupportedPrecision("int4 is weight-only compression for generative decoders (IRs that "
+                                       "`edgeagent export --task text-generation` writes); use int8 for this model")
         if precision is Precision.INT8 and calibration is None:
             raise CalibrationError("openvino int8 needs calibration data for NNCF: pass calibration="
                                    "Dataset(...) (CLI: --calibration FILE.npz)")
@@ -265,6 +336,38 @@ class OpenVINOBackend(Backend):
             # NNCF's ignored scope, so nodes cannot be kept out by name.
             capabilities={"batch_invariant": True, "int8_node_exclusion": False},
             target=getattr(target, "name", target), evidence=evidence or None)
+
+    def _compile_decoder(self, ir: ModelIR, precision: Precision, opts: OpenVINOCompileOptions, target: Any,
+                         out: Path) -> Artifact:
+        """A decoder IR made stateful (the KV cache stays in the plugin), its weights compressed by
+        NNCF for int8 (per channel) and int4 (groups of `group_size`); the IR's assets carried along."""
+        import openvino as ov
+
+        from edgeagent.causal.export import copy_assets
+        from edgeagent.causal.openvino_decoder import (OVWeightMode, OVWeightOptions, compress_weights_openvino,
+                                                       to_stateful_openvino)
+
+        if precision is Precision.FP16:
+            raise UnsupportedPrecision("fp16 decoders are not built here; compile fp32, int8 or int4 (weight-only)")
+        layers = int(ir.metadata.get("num_layers", 0))
+        model = to_stateful_openvino(ir.path, layers)
+        recipe: dict[str, Any] = {"name": str(precision), "device": opts.device, "task": "text-generation",
+                                  "stateful": True, "inference_precision": "f32", "kv_cache_precision": "f32"}
+        if precision is not Precision.FP32:
+            mode = OVWeightMode.INT4_ASYM if precision is Precision.INT4 else OVWeightMode.INT8_ASYM
+            weights = OVWeightOptions(mode=mode, group_size=opts.group_size) if precision is Precision.INT4 \
+                else OVWeightOptions(mode=mode)
+            model, report = compress_weights_openvino(model, weights, onnx_path=ir.path)
+            recipe.update(name="weight-only", weights=str(precision), activations="float32", **report.to_json())
+        ov.save_model(model, str(out / MODEL_XML), compress_to_fp16=False)
+        recipe["assets"] = copy_assets(ir, out)
+        signature = {"inputs": [_spec(port).to_json() for port in model.inputs],
+                     "outputs": [_spec(port).to_json() for port in model.outputs]}
+        return write_manifest(
+            out, backend=self.name, precision=str(precision), recipe=recipe, source_sha256=ir.sha256,
+            signature=signature, sdk={"openvino": sdk_version("openvino"), "nncf": sdk_version("nncf")},
+            capabilities={"batch_invariant": True, "int8_node_exclusion": False, "decoder": True, "stateful": True},
+            target=getattr(target, "name", target))
 
     def load(self, artifact: Artifact, *, options: Any = None, target: Any = None) -> OpenVINOSession:
         """Compile an artifact's IR for the device, with hint, threads and model cache.
@@ -290,6 +393,8 @@ class OpenVINOBackend(Backend):
             import openvino as ov
 
             config[hints.inference_precision] = ov.Type.f16 if precision == "f16" else ov.Type.f32
+            if artifact.recipe.get("kv_cache_precision") == "f32":  # else u8 on AMX CPUs: not fp32 numerics
+                config[hints.kv_cache_precision] = ov.Type.f32
         threads = opts.threads or getattr(target, "threads", None)
         if threads and device.startswith("CPU"):
             config[props.inference_num_threads] = int(threads)
@@ -298,6 +403,8 @@ class OpenVINOBackend(Backend):
         except RuntimeError as exc:
             raise UnsupportedModel(f"OpenVINO cannot compile the artifact for {device}: "
                                    f"{_first_line(exc)}") from None
+        if artifact.capabilities.get("stateful"):
+            return OpenVINODecoderSession(compiled, artifact.inputs, artifact.outputs, device=device, threads=threads)
         return OpenVINOSession(compiled, artifact.inputs, artifact.outputs, device=device, threads=threads)
 
     # -- helpers -------------------------------------------------------------------------------

@@ -34,11 +34,13 @@ ENTRY_POINT_GROUP = "edgeagent.backends"
 
 
 class Precision(enum.StrEnum):
-    """Numeric precision of a compiled model."""
+    """Numeric precision of a compiled model. For generative decoders `int8` and `int4` are
+    weight-only (activations stay in floating point); `int4` exists for decoders only."""
 
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
+    INT4 = "int4"
 
     @classmethod
     def parse(cls, value: str | Precision) -> Precision:

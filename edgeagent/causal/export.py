@@ -397,3 +397,35 @@ def _mismatch_message(failed: list[dict[str, Any]], total: int, atol: float, rto
                                      f"{worst.get('argmax_agreement', 'n/a')}")
     return (f"exported decoder differs from transformers on {len(failed)} of {total} checks "
             f"(atol {atol}, rtol {rtol}); worst: {where}: {detail}. See the exception's .report")
+
+
+# What a decoder artifact carries beside its graph, so `generate` runs from it alone.
+ASSET_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json",
+               "config.json", IR_FILE)
+
+
+def is_decoder(ir: ModelIR) -> bool:
+    """Whether a ModelIR is a decoder of the contract (export_causal_lm stamps its task)."""
+    return ir.metadata.get("edgeagent.task") == TASK
+
+
+def copy_assets(ir: ModelIR, out: str | os.PathLike) -> list[str]:
+    """Copy the decoder IR folder's tokenizer and configs next to a compiled model; their names.
+
+    Raises:
+        ModelRejected: the IR folder lacks tokenizer.json or ir.json (not a whole IR folder).
+    """
+    import shutil
+
+    folder, out = ir.path.parent, Path(out)
+    missing = [name for name in ("tokenizer.json", IR_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ModelRejected(folder, f"lacks {missing}: compile the decoder IR folder that export_causal_lm "
+                            "wrote, not its model.onnx alone")
+    copied = []
+    for name in ASSET_FILES:
+        source = folder / name
+        if source.is_file() and not source.is_symlink():
+            shutil.copyfile(source, out / name)
+            copied.append(name)
+    return copied

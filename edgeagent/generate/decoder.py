@@ -333,12 +333,9 @@ def load_decoder(source: Decoder | Session | Artifact | str | os.PathLike, *,
 
 
 def _ir_session(path: Path, options: Any, target: Any) -> Session:
-    """ONNX Runtime on an uncompiled IR: the IR is standard ONNX, and ORT is a core dependency."""
+    """ONNX Runtime on an uncompiled IR: the IR is standard ONNX, and ONNX Runtime runs it as is."""
     from ..backend import get_backend
-    from ..backends.onnxruntime import OnnxRuntimeSession, default_threads
     from ..ir import load
 
     ir = load(path)  # the safety checks every model passes before a runtime parses it
-    opts = get_backend("onnxruntime").options(options)
-    return OnnxRuntimeSession(ir.path, ir.inputs, ir.outputs,
-                              threads=default_threads(target, opts.threads))
+    return get_backend("onnxruntime").open_model(ir, options=options, target=target)
