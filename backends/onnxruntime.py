@@ -32,7 +32,7 @@ from edgeagent.backend import (Availability, Backend, Capabilities, Precision, S
 from edgeagent.data import Dataset
 from edgeagent.errors import ArtifactError, CalibrationError, InputError, UnsupportedModel
 from edgeagent.hostinfo import usable_cpus
-from edgeagent.ir import ModelIR, load, save_proto
+from edgeagent.ir import ModelIR, save_proto
 
 MODEL_FILE = "model.onnx"
 # Operators ONNX Runtime's transformer optimizer produces; seeing one means fusion applied.
@@ -446,8 +446,8 @@ class OnnxRuntimeBackend(Backend):
         """
         self.require_available()
         opts = self.load_options(options)
-        model_path = artifact.file(MODEL_FILE)
-        load(model_path, full_check=False)  # external data must stay inside the artifact
+        # Every safety check on the file and its external data, which must be listed (hashed) too.
+        model_path = artifact.load_model(MODEL_FILE).path
         return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs,
                                   threads=default_threads(target, opts.threads),
                                   disabled_optimizers=_disabled_optimizers(artifact),
