@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgeagent.artifact import Artifact, write_manifest
-from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session,
+from edgeagent.backend import (MAX_THREADS, Availability, Backend, Capabilities, Precision, Session,
                                coerce_enums, sdk_version)
 from edgeagent.data import Dataset
 from edgeagent.errors import ArtifactError, CalibrationError, InputError, UnsupportedModel
@@ -131,8 +131,8 @@ class OrtLoadOptions:
     def __post_init__(self) -> None:
         if isinstance(self.threads, str) and self.threads != "auto":
             raise InputError(f"threads must be a number or 'auto', got {self.threads!r}", field="threads")
-        if isinstance(self.threads, int) and self.threads < 1:
-            raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
+        if isinstance(self.threads, int) and not 1 <= self.threads <= MAX_THREADS:
+            raise InputError(f"threads must be between 1 and {MAX_THREADS}, got {self.threads}", field="threads")
 
 
 def default_threads(target: Any = None, requested: int | str | None = None) -> int:
