@@ -142,10 +142,9 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
 
 
 def _has_labels(path) -> bool:
-    import numpy as np
+    from ..data import NpzArrays
 
-    with np.load(path, allow_pickle=False) as npz:
-        return "labels" in npz.files
+    return NpzArrays(path).labels is not None
 
 
 def _quality(row: dict[str, Any]) -> float | None:

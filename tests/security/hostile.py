@@ -113,3 +113,37 @@ def rewrite_manifest(folder: Path, change) -> None:
     manifest = json.loads(path.read_text())
     result = change(manifest)
     path.write_text(result if isinstance(result, str) else json.dumps(manifest))
+
+
+def npz_with_members(path: Path, members: dict[str, bytes | tuple[dict, bytes]],
+                     compression: int = 0) -> Path:
+    """An .npz written member by member: raw bytes, or (an .npy header dict, the data after it) so
+    a header can claim what the data is not."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, content in members.items():
+            if isinstance(content, tuple):
+                header, data = content
+                buffer = io.BytesIO()
+                np.lib.format.write_array_header_1_0(buffer, header)
+                content = buffer.getvalue() + data
+            archive.writestr(name, content)
+    return path
+
+
+def zip_bomb_npz(path: Path, *, mebibytes: int = 64) -> Path:
+    """`mebibytes` of float32 zeros deflated to about a thousandth of that: a zip bomb in miniature,
+    honest in every header."""
+    import zipfile
+
+    rows = mebibytes * 1024
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False,
+                                                          "shape": (rows, 256)})
+            chunk = bytes(1 << 20)
+            for _ in range(mebibytes):
+                member.write(chunk)
+    return path
