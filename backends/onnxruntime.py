@@ -268,6 +268,28 @@ def split_unsqueezes(model) -> int:
     return split
 
 
+def check_finite_initializers(model, precision: Precision) -> None:
+    """Every float initializer (weights, biases, quantization scales) is finite.
+
+    Raises:
+        CalibrationError: an INT8 graph with a NaN or Inf scale or weight (calibration values near
+            float32's limits overflow the scale computation).
+        UnsupportedModel: any other graph with non-finite weights.
+    """
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in (1, 10, 11, 16):  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+            continue
+        values = numpy_helper.to_array(tensor)
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            if precision is Precision.INT8:
+                raise CalibrationError(f"INT8 quantization produced NaN or Inf in {tensor.name!r}: the "
+                                       "calibration data holds values that overflow the scales; give "
+                                       "representative samples")
+            raise UnsupportedModel(f"the compiled graph holds NaN or Inf in {tensor.name!r}")
+
+
 def float16_graph(model):
     """The graph with float16 weights and compute, float32 inputs and outputs kept.
 
@@ -416,6 +438,7 @@ class OnnxRuntimeBackend(Backend):
                 else:
                     self._quantize_static(ir, source, quantized, calibration, opts, recipe, Path(tmp))
                 result = onnx.load(str(quantized))
+            check_finite_initializers(result, precision)
             recipe.update(self._recipe_settings(precision, recipe["name"], opts))
             recipe["fusions"] = evidence.pop("fusions")
             # load() reads this, so ONNX Runtime does not redo at load what compile chose not to do.
@@ -572,4 +595,4 @@ class OnnxRuntimeBackend(Backend):
 
 __all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtCompileOptions", "OrtLoadOptions", "Int8Recipe",
            "CalibrationMethod", "Fusions", "ActivationType", "default_threads", "calibration_reader",
-           "float16_graph", "pre_process", "quantize_static_checked"]
+           "float16_graph", "pre_process", "quantize_static_checked", "check_finite_initializers"]

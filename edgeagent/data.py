@@ -344,6 +344,31 @@ def _native(array: np.ndarray) -> np.ndarray:
     return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
+def finite_samples(dataset: Dataset, *, what: str = "calibration") -> Dataset:
+    """`dataset`, checked as it is read: a float input holding NaN or Inf is refused (quantizers turn
+    such samples into infinite or NaN scales and an artifact that answers -inf).
+
+    Raises (when iterated):
+        CalibrationError: naming the sample, the input and the first bad index.
+    """
+    from .errors import CalibrationError
+
+    def checked() -> Iterator[Feeds]:
+        for number, feeds in enumerate(dataset):
+            for name, value in feeds.items():
+                if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                    bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+                    raise CalibrationError(f"{what} sample {number} holds NaN or Inf in input {name!r} (first "
+                                           f"at index {bad}); give finite, representative samples")
+            yield feeds
+
+    try:
+        length = len(dataset)
+    except TypeError:  # a stream of unknown length stays one (nncf asks for a length when there is one)
+        length = None
+    return Dataset(_Restartable(checked, length=length))
+
+
 def as_dataset(calibration: Dataset | Iterable | str | os.PathLike | None,
                input_names: Sequence[str] | None = None) -> Dataset | None:
     """Accept a Dataset, an iterable of feed dicts or an `.npz` path; None stays None."""

@@ -7,9 +7,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .artifact import Artifact, build_atomically, open_artifact
-from .backend import Precision, Session, get_backend
-from .data import Dataset, as_dataset
+from .backend import Backend, Precision, Session, get_backend
+from .data import Dataset, as_dataset, finite_samples, synthetic_feeds
+from .errors import CalibrationError, EdgeAgentError, InputError, UnsupportedModel
 from .ir import ModelIR, load
 
 
@@ -30,25 +33,66 @@ def compile(model: ModelIR | str | os.PathLike, backend: str = "onnxruntime",  #
         options: the backend's options dataclass, or a mapping of its fields.
 
     Returns:
-        The verified Artifact.
+        The verified Artifact: opened as a user would and run once on a calibration sample (else
+        synthetic inputs) before it is declared built.
 
     Raises:
-        ModelRejected, BackendUnavailable, UnsupportedPrecision, CalibrationError,
-        UnsupportedModel, ArtifactError, InputError.
+        ModelRejected, BackendUnavailable, UnsupportedPrecision, CalibrationError (also for NaN or
+        Inf in the calibration data, or an INT8 artifact that answers NaN or Inf), UnsupportedModel
+        (also for an artifact that does not load or run here), ArtifactError, InputError.
     """
     ir = model if isinstance(model, ModelIR) else load(model)
     chosen = get_backend(backend)
     chosen.require_available()
     precision = chosen.check_precision(precision)
     dataset = as_dataset(calibration, [s.name for s in ir.inputs])
+    if dataset is not None:
+        dataset = finite_samples(dataset)
 
     def build(workdir: Path) -> Artifact:
-        return chosen.compile(ir, precision, calibration=dataset, target=target, workdir=workdir,
-                              options=options)
+        artifact = chosen.compile(ir, precision, calibration=dataset, target=target, workdir=workdir,
+                                  options=options)
+        verify_artifact(chosen, artifact, ir, dataset, target=target)
+        return artifact
 
     if out is None:
         return build(chosen.new_workdir(None))
     return build_atomically(out, build)
+
+
+def verify_artifact(backend: Backend, artifact: Artifact, ir: ModelIR, calibration: Dataset | None, *,
+                    target: Any = None) -> None:
+    """Open a freshly built artifact as `load_session` would and run it once, so that an artifact
+    that cannot load here (an opset the runtime lacks) or answers NaN/Inf on finite inputs (scales
+    from extreme calibration values) is never declared built.
+
+    Raises:
+        UnsupportedModel: the artifact does not load or run, or gives non-finite outputs.
+        CalibrationError: an INT8 artifact gives non-finite outputs on a calibration sample.
+    """
+    sample = None
+    if calibration is not None:
+        try:
+            sample = next(iter(calibration), None)
+        except InputError:  # a one-shot stream the compile already read: synthetic inputs instead
+            sample = None
+    feeds = sample if sample is not None else synthetic_feeds(ir.inputs)
+    try:
+        with backend.load(open_artifact(artifact.path), target=target) as session:
+            outputs = session.run(feeds)
+    except EdgeAgentError as exc:
+        raise UnsupportedModel(f"{backend.name} built a {artifact.precision} artifact that does not load or run "
+                               f"here, so it was not kept: {exc}") from None
+    broken = sorted(name for name, value in outputs.items()
+                    if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.isfinite(value).all())
+    if broken:
+        where = "a calibration sample" if sample is not None else "synthetic inputs"
+        message = (f"the {backend.name} {artifact.precision} artifact answers NaN or Inf in {broken} on {where} "
+                   "whose values are finite, so it was not kept")
+        if artifact.precision == "int8":
+            raise CalibrationError(f"{message}: the calibration data probably holds extreme values that "
+                                   "overflow the INT8 scales; give representative samples")
+        raise UnsupportedModel(message)
 
 
 def load_session(artifact: Artifact | str | os.PathLike, *, options: Any = None,
