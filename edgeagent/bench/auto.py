@@ -68,7 +68,7 @@ def candidates(target, backends: list[str] | None = None, device: str | None = N
 
 def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eval: str | os.PathLike | None = None,
            target: Any = None, backends: list[str] | None = None, device: str | None = None,
-           max_drop: float | None = None, protocol=None) -> Artifact:
+           max_drop: float | None = None, protocol=None, workdir: str | os.PathLike | None = None) -> Artifact:
     """Compile every candidate, measure it here, and write the winner to `out`.
 
     Args:
@@ -82,6 +82,8 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
         device: limit the candidates to presets on this device.
         max_drop: allowed accuracy drop as a fraction (default: the target's, else 0.01).
         protocol: the bench protocol for each candidate (default: one quick repeat).
+        workdir: a new folder for the candidates' artifacts and logs, removed afterwards (default: a
+            temporary folder).
 
     Raises:
         InputError, CalibrationError: no usable backend, no calibration data.
@@ -104,7 +106,9 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
     context = RunContext(config, target, fitted, {"kind": "npz", "path": str(Path(data).resolve())},
                          timeouts=stage_timeouts(protocol),
                          # recipe choice compares candidates on this machine as it is
-                         limits=Limits(), started=_dt.datetime.now(_dt.UTC))
+                         limits=Limits(), started=_dt.datetime.now(_dt.UTC),
+                         **({"workdir": Path(workdir)} if workdir is not None else {}))
+    context.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
         for candidate in candidates(target, backends, device):
