@@ -147,3 +147,88 @@ def zip_bomb_npz(path: Path, *, mebibytes: int = 64) -> Path:
             for _ in range(mebibytes):
                 member.write(chunk)
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny intent-slots agent folder, built in code (no torch, no training): each word piece's
+# embedding votes for an intent and a tag, so what the model answers is known exactly.
+
+INTENTS = ["HassTurnOn", "HassLightSet", "HassTurnOff"]
+TAGS = ["O", "B-percentage", "I-percentage", "B-name", "I-name"]
+# word piece → (intent it votes for, its tag); [UNK] votes strongly, as trained models do on
+# text they never saw; CJK characters are in the vocabulary, as in BERT's.
+VOTES = {"[UNK]": ("HassTurnOn", "O"), "turn": ("HassTurnOn", "O"), "on": ("HassTurnOn", "O"),
+         "off": ("HassTurnOff", "O"), "the": (None, "O"), "light": ("HassTurnOn", "B-name"),
+         "set": ("HassLightSet", "O"), "to": (None, "O"), "31": ("HassLightSet", "B-percentage"),
+         "50": ("HassLightSet", "B-percentage"), "##m": (None, "I-percentage"), "[": (None, "O"),
+         "%": (None, "O"), "打": ("HassTurnOn", "O"), "开": ("HassTurnOn", "O"), "灯": ("HassTurnOn", "B-name")}
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+
+
+def tiny_tokenizer(path: Path, *, extra_ids: dict[str, int] | None = None) -> Path:
+    """A BERT-style WordPiece tokenizer over VOTES' pieces; `extra_ids` adds pieces at chosen ids."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+
+    vocab = {piece: i for i, piece in enumerate(dict.fromkeys([*SPECIAL, *VOTES]))}
+    vocab.update(extra_ids or {})
+    tokenizer = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    tokenizer.save(str(path))
+    return path
+
+
+def tiny_intent_model(path: Path, *, dynamic_widths: bool = False) -> Path:
+    """input_ids, attention_mask → intent_logits (masked mean of votes), slot_logits (per piece)."""
+    pieces = list(dict.fromkeys([*SPECIAL, *VOTES]))
+    width = len(INTENTS) + len(TAGS)
+    table = np.zeros((len(pieces), width), np.float32)
+    for row, piece in enumerate(pieces):
+        intent, tag = VOTES.get(piece, (None, "O"))
+        if intent:
+            table[row, INTENTS.index(intent)] = 24.0
+        table[row, len(INTENTS) + TAGS.index(tag)] = 8.0
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["votes"]),
+        helper.make_node("Slice", ["votes", "i0", "i1", "axis2"], ["intent_votes"]),
+        helper.make_node("Slice", ["votes", "i1", "i2", "axis2"], ["slot_logits"]),
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mask_f", "axis2"], ["mask_3d"]),
+        helper.make_node("Mul", ["intent_votes", "mask_3d"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+        helper.make_node("ReduceSum", ["mask_3d", "axis1"], ["count"], keepdims=0),
+        helper.make_node("Div", ["summed", "count"], ["intent_logits"]),
+    ]
+    intents = "intents" if dynamic_widths else len(INTENTS)
+    tags = "tags" if dynamic_widths else len(TAGS)
+    graph = helper.make_graph(
+        nodes, "tiny_intents",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("intent_logits", TensorProto.FLOAT, ["batch", intents]),
+         helper.make_tensor_value_info("slot_logits", TensorProto.FLOAT, ["batch", "sequence", tags])],
+        [numpy_helper.from_array(table, "table"),
+         *(numpy_helper.from_array(np.array([v], np.int64), n) for n, v in
+           (("i0", 0), ("i1", len(INTENTS)), ("i2", width), ("axis1", 1), ("axis2", 2)))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path
+
+
+def tiny_agent_folder(folder: Path, *, intents: list[str] | None = None, tokenizer: Path | None = None,
+                      dynamic_widths: bool = False) -> Path:
+    """An agent folder as `edgeagent demo` lays it out: agent.json, tokenizer.json, onnxruntime-fp32/."""
+    import edgeagent
+    from edgeagent.agent.runtime import write_agent_folder
+    from edgeagent.tasks.intent_slots import IntentSlotTask
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = tiny_intent_model(folder.parent / f"{folder.name}-model.onnx", dynamic_widths=dynamic_widths)
+    edgeagent.compile(model, "onnxruntime", "fp32", out=folder / "onnxruntime-fp32")
+    tokenizer = tokenizer or tiny_tokenizer(folder.parent / f"{folder.name}-tokenizer.json")
+    task = IntentSlotTask(intents or INTENTS, TAGS, threshold=0.5)
+    return write_agent_folder(folder, task, tokenizer=tokenizer)
