@@ -286,21 +286,30 @@ class _RequestMetrics:
             self.metrics.observe_request(scope["path"], scope["method"], status, time.perf_counter() - start)
 
 
-def run(agent: Any, *, host: str = "127.0.0.1", port: int = 8080, config: ServeConfig | None = None,
-        log_level: str = "info", access_log: bool = False) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn with uvloop and httptools where installed)."""
+def uvicorn_config(agent: Any, *, host: str = "127.0.0.1", port: int = 8080, config: ServeConfig | None = None,
+                   log_level: str = "info", access_log: bool = False):
+    """The uvicorn.Config `run` serves with: the app, and the connection limits of `config`."""
     import importlib.util
 
     import uvicorn
 
     config = config or ServeConfig()
-    uvicorn_config = uvicorn.Config(
+    return uvicorn.Config(
         create_app(agent, config), host=host, port=port, lifespan="on", log_level=log_level,
         access_log=access_log, timeout_graceful_shutdown=config.graceful_timeout_s,
         # uvicorn answers 503 once its open connections reach limit_concurrency, the new one included.
         limit_concurrency=config.max_connections + 1, timeout_keep_alive=config.keep_alive_timeout_s,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11")
+
+
+def run(agent: Any, *, host: str = "127.0.0.1", port: int = 8080, config: ServeConfig | None = None,
+        log_level: str = "info", access_log: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn with uvloop and httptools where installed)."""
+    import uvicorn
+
+    server_config = uvicorn_config(agent, host=host, port=port, config=config, log_level=log_level,
+                                   access_log=access_log)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler that
     # was there before it; this one turns that into a normal return, so `edgeagent serve` exits 0
     # after a clean stop and the agent is closed.
@@ -308,7 +317,7 @@ def run(agent: Any, *, host: str = "127.0.0.1", port: int = 8080, config: ServeC
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        uvicorn.Server(uvicorn_config).run()
+        uvicorn.Server(server_config).run()
     except _Stopped:
         pass
     finally:
@@ -327,4 +336,4 @@ def _raise_stopped(signum, frame) -> None:
     raise _Stopped
 
 
-__all__ = ["ServeConfig", "create_app", "run"]
+__all__ = ["ServeConfig", "create_app", "run", "uvicorn_config"]
