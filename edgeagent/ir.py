@@ -270,7 +270,22 @@ def _parse(model_path: Path, data: bytes):
     if not proto.HasField("graph") or proto.ir_version == 0:
         raise ModelRejected(model_path, "malformed protobuf: no graph or ir_version; the file is "
                             "not an ONNX model or is truncated: export it again")
+    _check_text(proto, model_path)
     return proto
+
+
+def _check_text(proto, model_path: Path) -> None:
+    """The string fields edgeagent reads are text: protobuf hands over a string field that is not
+    UTF-8 as bytes, which would otherwise fail as a TypeError far from here."""
+    texts = [proto.producer_name, proto.producer_version]
+    texts += [t for p in proto.metadata_props for t in (p.key, p.value)]
+    for value in [*proto.graph.input, *proto.graph.output]:
+        texts.append(value.name)
+        texts += [d.dim_param for d in value.type.tensor_type.shape.dim]
+    texts += [i.name for i in proto.graph.initializer]
+    if not all(isinstance(t, str) for t in texts):
+        raise ModelRejected(model_path, "holds names or metadata that are not UTF-8 text; the file is corrupt: "
+                            "export it again")
 
 
 def _iter_graphs(proto) -> Iterator[Any]:
@@ -364,6 +379,8 @@ def check_external_data(proto, model_path: Path, *,
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {e.key: e.value for e in tensor.external_data}
+        if not all(isinstance(t, str) for pair in info.items() for t in pair) or not isinstance(tensor.name, str):
+            raise ModelRejected(model_path, "an external-data entry is not UTF-8 text; the file is corrupt")
         location = info.get("location", "")
         target, file_size = _safe_location(model_path, folder, tensor.name, location)
         offset = _int_field(model_path, tensor.name, location, info, "offset", 0)
