@@ -233,8 +233,8 @@ def load(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
     sha256 = digest.hexdigest()
     return ModelIR(
         path=model_path,
-        inputs=tuple(_specs(proto.graph.input, exclude={i.name for i in proto.graph.initializer})),
-        outputs=tuple(_specs(proto.graph.output)),
+        inputs=tuple(_specs(proto.graph.input, model_path, exclude={i.name for i in proto.graph.initializer})),
+        outputs=tuple(_specs(proto.graph.output, model_path)),
         metadata=MappingProxyType(_metadata(proto, sha256)),
         opset=_default_opset(proto),
         sha256=sha256,
@@ -474,13 +474,14 @@ def _run_checker(model_path: Path) -> None:
     try:
         # The path form also checks models over 2 GiB; locations were validated above.
         onnx.checker.check_model(str(model_path), full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError, RuntimeError,
+            TypeError) as exc:  # on hostile files the checker's bindings raise plain errors too
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelRejected(model_path, f"fails onnx.checker.check_model(full_check=True): {first}; "
                             "re-export the model with a supported opset") from None
 
 
-def _specs(values, exclude: set[str] = frozenset()) -> Iterator[TensorSpec]:
+def _specs(values, model_path: Path, exclude: set[str] = frozenset()) -> Iterator[TensorSpec]:
     import onnx
 
     for value in values:
@@ -490,6 +491,9 @@ def _specs(values, exclude: set[str] = frozenset()) -> Iterator[TensorSpec]:
         try:
             dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type)).name
         except (KeyError, TypeError, ValueError):
+            if ttype.elem_type not in onnx.TensorProto.DataType.values():
+                raise ModelRejected(model_path, f"has element type {ttype.elem_type}, which ONNX does not "
+                                    "define; export it again", tensor=value.name) from None
             dtype = onnx.TensorProto.DataType.Name(ttype.elem_type).lower()
         shape: list[int | str] = []
         for dim in ttype.shape.dim:

@@ -12,7 +12,7 @@ import numpy as np
 from .artifact import Artifact, build_atomically, open_artifact
 from .backend import Backend, Precision, Session, get_backend
 from .data import Dataset, as_dataset, finite_samples, synthetic_feeds
-from .errors import CalibrationError, EdgeAgentError, InputError, UnsupportedModel
+from .errors import CalibrationError, EdgeAgentError, InputError, InternalError, UnsupportedModel
 from .ir import ModelIR, load
 
 
@@ -80,9 +80,12 @@ def verify_artifact(backend: Backend, artifact: Artifact, ir: ModelIR, calibrati
     try:
         with backend.load(open_artifact(artifact.path), target=target) as session:
             outputs = session.run(feeds)
-    except EdgeAgentError as exc:
+    except InternalError:
+        raise
+    except Exception as exc:  # the SDK's own error types too: what fails here would fail every user
+        detail = str(exc) if isinstance(exc, EdgeAgentError) else f"{type(exc).__name__}: {exc}"
         raise UnsupportedModel(f"{backend.name} built a {artifact.precision} artifact that does not load or run "
-                               f"here, so it was not kept: {exc}") from None
+                               f"here, so it was not kept: {detail}") from None
     broken = sorted(name for name, value in outputs.items()
                     if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.isfinite(value).all())
     if broken:

@@ -110,3 +110,35 @@ def test_hostile_labels_metadata_is_no_labels(tmp_path, raw):
     proto.metadata_props.append(onnx.StringStringEntryProto(key="labels", value=raw))
     onnx.save_model(proto, str(path))
     assert edgeagent.load(path).labels is None
+
+
+def _typed_identity(path, elem_type):
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "typed",
+                              [helper.make_tensor_value_info("x", elem_type, [1, 4])],
+                              [helper.make_tensor_value_info("y", elem_type, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("full_check", [True, False])
+def test_an_element_type_onnx_does_not_define_is_refused(tmp_path, full_check):
+    """Defect 11: an unknown dtype was a ValueError: "internal error", exit 2."""
+    path = _typed_identity(tmp_path / "m.onnx", 999)
+    with pytest.raises(ModelRejected, match="999"):
+        edgeagent.load(path, full_check=full_check)
+
+
+def test_an_input_dtype_the_runtime_cannot_take_is_refused_at_compile(tmp_path):
+    """Defect 11: a bfloat16 input compiled, then failed with ONNX Runtime's RuntimeError on every run."""
+    from onnx import TensorProto
+
+    from edgeagent.errors import UnsupportedModel
+
+    path = _typed_identity(tmp_path / "m.onnx", TensorProto.BFLOAT16)
+    with pytest.raises(UnsupportedModel, match="does not load or run here"):
+        edgeagent.compile(path, "onnxruntime", "fp32", out=tmp_path / "art")
