@@ -21,11 +21,13 @@ from ..artifact import MAX_MANIFEST_BYTES, Artifact, atomic_write_text, open_art
 from ..errors import ArtifactError, InputError
 from ..ir import sha256_file
 from ..tasks import NOT_UNDERSTOOD, Task, ToolCall, task_from_json
+from ..tasks.base import TASK_METADATA_KEY, same_labels
 from ..tasks.text import load_tokenizer
 
 AGENT_FILE = "agent.json"
 AGENT_SCHEMA = "edgeagent.agent/1"
 TOKENIZER_FILE = "tokenizer.json"
+ONNX_FILE = "model.onnx"  # the file onnxruntime (and tensorrt) artifacts keep their graph in
 
 __all__ = ["AGENT_FILE", "NOT_UNDERSTOOD", "TOKENIZER_FILE", "EdgeAgent", "ToolCall", "choose_artifact",
            "read_agent_folder", "write_agent_folder"]
@@ -140,6 +142,25 @@ def load_tokenizer_file(path: Path):
     return tokenizer
 
 
+def check_exported_task(artifact: Artifact, task: Task, where: str) -> None:
+    """Where the artifact keeps an ONNX model that carries the task it was exported for, agent.json's
+    task must list the same labels: a reversed or foreign label list gives confident wrong tool calls.
+
+    Raises:
+        ArtifactError: the two disagree, or the model's task metadata is unreadable.
+    """
+    if ONNX_FILE not in artifact.manifest["files"]:
+        return  # e.g. OpenVINO IR: nothing carries the task; the output widths were checked
+    raw = artifact.load_model(ONNX_FILE).metadata.get(TASK_METADATA_KEY)
+    if raw is None:
+        return  # a model exported without it (by hand, or before edgeagent recorded it)
+    exported = safeio.loads_json(raw, what="the model's task metadata",
+                                 error=lambda reason: ArtifactError(f"{where}: the model's task metadata {reason}"))
+    if not isinstance(exported, dict) or not same_labels(exported, task.to_json()):
+        raise ArtifactError(f"{where}: agent.json's task lists other labels than the model was exported with "
+                            "(reordered, or another model's); rebuild the agent folder")
+
+
 class EdgeAgent:
     """Utterance → ToolCall → tool, on any backend, with no torch at run time.
 
@@ -182,6 +203,7 @@ class EdgeAgent:
         artifact = choose_artifact(found, backend=backend, precision=precision, target=target)
         where = f"agent folder {folder}, artifact {artifact.path.name}"
         task.check_outputs(artifact.outputs, where)
+        check_exported_task(artifact, task, where)
         reader = task.reader(load_tokenizer_file(folder / record["tokenizer"]), threshold=threshold)
         session = load_session(artifact, options=options, target=target)
         check = getattr(reader, "check", None)

@@ -20,6 +20,18 @@ from ..ir import TensorSpec
 
 NOT_UNDERSTOOD = "not_understood"
 MAX_LABELS = 1_000_000
+# metadata_props key under which an exported model carries the task (labels included) it was
+# trained for, so an agent folder whose agent.json lists other labels (reversed, another model's)
+# is refused instead of answering confidently wrong.
+TASK_METADATA_KEY = "edgeagent.task"
+
+
+def same_labels(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two task descriptions (`to_json()`) agree on everything but the tunable threshold."""
+    def view(d: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k != "threshold"}
+
+    return view(a) == view(b)
 IGNORE = -100  # label of special and padding tokens, as torch's cross-entropy expects
 
 

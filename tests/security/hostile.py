@@ -220,14 +220,23 @@ def tiny_intent_model(path: Path, *, dynamic_widths: bool = False) -> Path:
 
 
 def tiny_agent_folder(folder: Path, *, intents: list[str] | None = None, tokenizer: Path | None = None,
-                      dynamic_widths: bool = False) -> Path:
-    """An agent folder as `edgeagent demo` lays it out: agent.json, tokenizer.json, onnxruntime-fp32/."""
+                      dynamic_widths: bool = False, exported_intents: list[str] | None = None) -> Path:
+    """An agent folder as `edgeagent demo` lays it out: agent.json, tokenizer.json, onnxruntime-fp32/.
+
+    `exported_intents` stamps the model with the task it was "exported" for, as
+    `distill.workflow.export_model` does, where agent.json may list `intents` instead."""
     import edgeagent
     from edgeagent.agent.runtime import write_agent_folder
+    from edgeagent.tasks.base import TASK_METADATA_KEY
     from edgeagent.tasks.intent_slots import IntentSlotTask
 
     folder.mkdir(parents=True, exist_ok=True)
     model = tiny_intent_model(folder.parent / f"{folder.name}-model.onnx", dynamic_widths=dynamic_widths)
+    if exported_intents is not None:
+        proto = onnx.load(str(model))
+        exported = IntentSlotTask(exported_intents, TAGS, threshold=0.5).to_json()
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=TASK_METADATA_KEY, value=json.dumps(exported)))
+        onnx.save_model(proto, str(model))
     edgeagent.compile(model, "onnxruntime", "fp32", out=folder / "onnxruntime-fp32")
     tokenizer = tokenizer or tiny_tokenizer(folder.parent / f"{folder.name}-tokenizer.json")
     task = IntentSlotTask(intents or INTENTS, TAGS, threshold=0.5)

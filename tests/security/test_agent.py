@@ -74,6 +74,20 @@ def test_labels_that_do_not_fit_a_model_of_dynamic_width_fail_at_load(tmp_path, 
     assert "internal error" not in capsys.readouterr().err
 
 
+def test_a_reversed_intent_list_is_refused_where_the_model_carries_its_task(tmp_path, capsys):
+    """Defect 2: reversing the intent list gave confident wrong tool calls, exit 0."""
+    ok = hostile.tiny_agent_folder(tmp_path / "ok", exported_intents=hostile.INTENTS)
+    assert EdgeAgent.load(ok, threshold=0.9).act("set the light to 50%").intent == "HassLightSet"
+    _edit_record(ok, lambda r: json.dumps({**r, "task": {**r["task"], "threshold": 0.8}}))
+    assert EdgeAgent.load(ok).task.threshold == 0.8  # a tuned threshold is no mismatch
+    reversed_ = hostile.tiny_agent_folder(tmp_path / "reversed", intents=hostile.INTENTS[::-1],
+                                          exported_intents=hostile.INTENTS)
+    with pytest.raises(ArtifactError, match="other labels than the model was exported with"):
+        EdgeAgent.load(reversed_)
+    assert main(["agent", "predict", "set the light to 50%", "--artifacts", str(reversed_)]) == 1
+    assert "internal error" not in capsys.readouterr().err
+
+
 def _edit_record(folder, change):
     path = folder / AGENT_FILE
     text = path.read_text()
