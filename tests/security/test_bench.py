@@ -24,32 +24,32 @@ def files(tmp_path_factory):
     return models.mlp_classifier(folder / "mlp.onnx"), models.blobs_eval_npz(folder / "eval.npz", n=64)
 
 
-def test_the_gate_fails_a_cell_that_crashed(files, tmp_path, monkeypatch, capsys):
-    """Defect 6: a SIGSEGV at load gave "budget gate passed" and exit 0."""
+def test_the_gate_fails_a_cell_that_crashed_and_says_the_target_has_no_budgets(files, tmp_path, monkeypatch,
+                                                                               capsys):
+    """Defect 6: a SIGSEGV at load gave "budget gate passed" and exit 0; a target with no budgets
+    passed silently."""
+    import edgeagent
+
     model, data = files
+    artifact = edgeagent.compile(model, "onnxruntime", "int8", out=tmp_path / "mlp-int8")  # no compile cell
     monkeypatch.setenv("EDGEAGENT_BENCH_FAULT", "load:segv:int8")
     out = tmp_path / "r.json"
-    assert main(["bench", str(model), "--eval", str(data), "--backends", "onnxruntime", "--precisions",
-                 "fp32,int8", *QUICKER, "--gate", "--out", str(out)]) == 1
+    assert main(["bench", str(artifact.path), "--eval", str(data), *QUICKER, "--gate", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "gate FAILED" in err and "int8" in err and "crashed" in err and "SIGSEGV" in err
-
-
-def test_the_gate_says_when_the_target_has_no_budgets(files, tmp_path, capsys):
-    """Defect 6: a target with no budgets passed silently."""
-    model, data = files
-    assert main(["bench", str(model), "--eval", str(data), "--backends", "onnxruntime", "--precisions", "fp32",
-                 *QUICKER, "--gate", "--out", str(tmp_path / "r.json")]) == 0
-    captured = capsys.readouterr()
-    assert "sets no budgets" in captured.err and "the target sets no budgets" in captured.out
+    assert "target 'host' sets no budgets" in err
 
 
 def test_the_gate_fails_a_run_that_measured_nothing():
     from edgeagent.bench import gate
 
-    failures, _ = gate({"target": {"name": "t", "budgets": {"p90_latency_ms": 5.0}},
-                        "benchmarks": [{"name": "a", "status": "skipped", "message": "no device"}]})
+    failures, notes = gate({"target": {"name": "t", "budgets": {"p90_latency_ms": 5.0}},
+                            "benchmarks": [{"name": "a", "status": "skipped", "message": "no device"}]})
     assert failures == ["no cell was measured (every cell was skipped or failed), so nothing passed"]
+    assert notes == ["1 cell(s) skipped here and not gated: a"]
+    failures, notes = gate({"target": {"name": "t", "budgets": {"p90_latency_ms": None}},
+                            "benchmarks": [{"name": "a", "status": "ok"}]})
+    assert failures == [] and "sets no budgets" in notes[0]
 
 
 @pytest.mark.parametrize("line", ['{"cell": 5}', '{"cell": {"name": 3, "status": "ok"}}', "[1, 2]",
