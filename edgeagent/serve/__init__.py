@@ -203,6 +203,7 @@ def create_app(agent: Any, config: ServeConfig | None = None):
                               f"{config.max_batch_items}: split the batch")
         return JSONResponse({"results": await answer(texts) if texts else []})
 
+    @guarded
     async def healthz(request: Request) -> Response:
         # Failing: the model failed the last few utterances and then a plain probe utterance too; a
         # server that answers 500 to every request must not tell its load balancer it is fine. The
@@ -221,6 +222,7 @@ def create_app(agent: Any, config: ServeConfig | None = None):
             body["last_error"] = batcher.last_error
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
+    @guarded
     async def metrics_endpoint(request: Request) -> Response:
         metrics.queue_depth.set(batcher.depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
