@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 
 from edgeagent.artifact import Artifact, write_manifest
-from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session,
+from edgeagent.backend import (MAX_THREADS, Availability, Backend, Capabilities, Precision, Session,
                                coerce_enums, parse_device, sdk_version)
 from edgeagent.data import Dataset
 from edgeagent.errors import (ArtifactError, BackendUnavailable, CalibrationError, InputError, UnsupportedModel,
                               UnsupportedPrecision)
 from edgeagent.hostinfo import usable_cpus
+from edgeagent.ir import ModelIR, save_proto
 from edgeagent.paths import edgeagent_home
-from edgeagent.ir import ModelIR, load, save_proto
 
 MODEL_FILE = "model.onnx"
 # Operators ONNX Runtime's transformer optimizer produces; seeing one means fusion applied.
@@ -172,8 +172,8 @@ class OrtLoadOptions:
             raise InputError(f"device_id must be a GPU index (0 or more), got {self.device_id}", field="device_id")
         if isinstance(self.threads, str) and self.threads != "auto":
             raise InputError(f"threads must be a number or 'auto', got {self.threads!r}", field="threads")
-        if isinstance(self.threads, int) and self.threads < 1:
-            raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
+        if isinstance(self.threads, int) and not 1 <= self.threads <= MAX_THREADS:
+            raise InputError(f"threads must be between 1 and {MAX_THREADS}, got {self.threads}", field="threads")
 
 
 def _ort_version() -> str | None:
@@ -312,6 +312,28 @@ def split_unsqueezes(model) -> int:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
     return split
+
+
+def check_finite_initializers(model, precision: Precision) -> None:
+    """Every float initializer (weights, biases, quantization scales) is finite.
+
+    Raises:
+        CalibrationError: an INT8 graph with a NaN or Inf scale or weight (calibration values near
+            float32's limits overflow the scale computation).
+        UnsupportedModel: any other graph with non-finite weights.
+    """
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in (1, 10, 11, 16):  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+            continue
+        values = numpy_helper.to_array(tensor)
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            if precision is Precision.INT8:
+                raise CalibrationError(f"INT8 quantization produced NaN or Inf in {tensor.name!r}: the "
+                                       "calibration data holds values that overflow the scales; give "
+                                       "representative samples")
+            raise UnsupportedModel(f"the compiled graph holds NaN or Inf in {tensor.name!r}")
 
 
 def float16_graph(model):
@@ -610,6 +632,7 @@ class OnnxRuntimeBackend(Backend):
                 else:
                     self._quantize_static(ir, source, quantized, calibration, opts, recipe, Path(tmp))
                 result = onnx.load(str(quantized))
+            check_finite_initializers(result, precision)
             recipe.update(self._recipe_settings(precision, recipe["name"], opts))
             recipe["fusions"] = evidence.pop("fusions")
             # load() reads this, so ONNX Runtime does not redo at load what compile chose not to do.
@@ -639,15 +662,18 @@ class OnnxRuntimeBackend(Backend):
         """
         self.require_available()
         opts = self.load_options(options)
-        model_path = artifact.file(MODEL_FILE)
-        load(model_path, full_check=False)  # external data must stay inside the artifact
+        # Every safety check on the file and its external data, which must be listed (hashed) too.
+        model_path = artifact.load_model(MODEL_FILE).path
         common = dict(threads=default_threads(target, opts.threads), disabled_optimizers=_disabled_optimizers(artifact),
                       auto_threads=opts.threads == "auto", providers=self._provider_list(opts, artifact))
         if artifact.capabilities.get("decoder"):
-            import json
+            from edgeagent import safeio
 
-            ir_json = artifact.path / "ir.json"
-            metadata = json.loads(ir_json.read_text(encoding="utf-8")) if "ir.json" in artifact.manifest["files"] else {}
+            metadata = {}
+            if "ir.json" in artifact.manifest["files"]:
+                metadata = safeio.read_json(artifact.file("ir.json"), what="the decoder's ir.json", error=lambda reason: (
+                    ArtifactError(f"{artifact.path}/ir.json {reason}; compile the decoder again")))
+                metadata = metadata if isinstance(metadata, dict) else {}
             return OnnxRuntimeDecoderSession(model_path, artifact.inputs, artifact.outputs,
                                              kv_shape=_kv_shape(artifact.inputs, metadata), **common)
         return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs, **common)
@@ -815,4 +841,4 @@ class OnnxRuntimeBackend(Backend):
 
 __all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "OrtCompileOptions", "OrtLoadOptions", "Int8Recipe", "Provider",
            "CalibrationMethod", "Fusions", "ActivationType", "default_threads", "calibration_reader",
-           "float16_graph", "pre_process", "quantize_static_checked"]
+           "float16_graph", "pre_process", "quantize_static_checked", "check_finite_initializers"]

@@ -17,13 +17,12 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeagent.artifact import Artifact, write_manifest
-from edgeagent.backend import (Availability, Backend, Capabilities, Precision, Session, coerce_enums,
+from edgeagent.backend import (MAX_THREADS, Availability, Backend, Capabilities, Precision, Session, coerce_enums,
                                module_importable, sdk_version)
 from edgeagent.data import Dataset
 from edgeagent.errors import BackendUnavailable, CalibrationError, InputError, UnsupportedModel, UnsupportedPrecision
@@ -138,8 +137,8 @@ class OpenVINOLoadOptions:
 
     def __post_init__(self) -> None:
         coerce_enums(self, "openvino", {"performance_hint": PerformanceHint})
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be at least 1, got {self.threads}", field="threads")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise InputError(f"threads must be between 1 and {MAX_THREADS}, got {self.threads}", field="threads")
         if self.device is not None:
             object.__setattr__(self, "device", str(self.device).upper())
 

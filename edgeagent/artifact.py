@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import ArtifactError, InternalError
-from .ir import TensorSpec, _fsync_dir, sha256_file
+from . import safeio
+from .errors import ArtifactError, InputError, InternalError
+from .ir import ModelIR, TensorSpec, _fsync_dir, sha256_file
 
 MANIFEST = "manifest.json"
 SCHEMA = "edgeagent.artifact/1"
 MAX_MANIFEST_BYTES = 16 << 20
+_SHA256 = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Artifact:
 
     @property
     def recipe(self) -> Mapping[str, Any]:
-        return self.manifest.get("recipe", {})
+        return self.manifest.get("recipe") or {}
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -73,6 +75,24 @@ class Artifact:
             raise ArtifactError(f"artifact {self.path} lists no file {name!r}; it lists "
                                 f"{sorted(self.manifest['files'])}")
         return self.path / name
+
+    def load_model(self, name: str) -> ModelIR:
+        """A listed ONNX file through `edgeagent.load` (every file-safety check, no onnx checker:
+        artifacts may hold runtime-specific operators), whose external data files must all be
+        listed in the manifest too, so that every byte a runtime reads was hash-checked.
+
+        Raises:
+            ArtifactError: the file is not listed, or references a data file the manifest does not list.
+            ModelRejected: the model fails a safety check.
+        """
+        from .ir import load
+
+        ir = load(self.file(name), full_check=False)
+        unlisted = sorted(set(ir.external_files) - set(self.manifest["files"]))
+        if unlisted:
+            raise ArtifactError(f"artifact {self.path}: {name} reads external data {unlisted} that the manifest "
+                                "does not list, so its hash was never checked; rebuild the artifact")
+        return ir
 
 
 def write_manifest(folder: Path, *, backend: str, precision: str, recipe: Mapping[str, Any],
@@ -120,49 +140,107 @@ def open_artifact(path: str | os.PathLike) -> Artifact:
     """Open an artifact folder and verify its manifest and every file's sha256.
 
     Raises:
-        ArtifactError: no folder or manifest, a manifest that does not parse or has another
-            schema, a listed file missing, outside the folder, a symlink, or changed.
+        ArtifactError: no folder or manifest, a manifest that is a symlink, too large, does not parse
+            (or nests too deep, or holds huge numbers), has another schema or fields of the wrong
+            type; a listed file missing, outside the folder, a symlink, not a regular file, or changed.
     """
     folder = Path(path)
     manifest_path = folder / MANIFEST
     if not folder.is_dir():
         raise ArtifactError(f"artifact {folder} is not a folder; build one with `edgeagent compile`")
-    if not manifest_path.is_file():
+    if not manifest_path.exists() and not manifest_path.is_symlink():
         raise ArtifactError(f"{folder} has no {MANIFEST}; it is not an edgeagent artifact "
                             "(build one with `edgeagent compile`)")
-    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise ArtifactError(f"{manifest_path} is larger than {MAX_MANIFEST_BYTES} bytes; refused")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{manifest_path} does not parse as JSON ({exc}); rebuild the artifact") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-        found = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ArtifactError(f"{manifest_path} has schema {found!r}, this edgeagent reads {SCHEMA!r}; "
-                            "rebuild the artifact with this version")
-    for key in ("backend", "precision", "files", "signature"):
-        if key not in manifest:
-            raise ArtifactError(f"{manifest_path} lacks the field {key!r}; rebuild the artifact")
-    files = manifest["files"]
-    if not isinstance(files, dict) or not files:
-        raise ArtifactError(f"{manifest_path} lists no files; rebuild the artifact")
+    manifest = safeio.read_json(
+        manifest_path, what="manifest", max_bytes=MAX_MANIFEST_BYTES, follow_symlinks=False,
+        error=lambda reason: ArtifactError(f"{manifest_path} {reason}; rebuild the artifact"))
+    check_manifest(manifest, manifest_path)
     root = folder.resolve()
-    for name, expected in files.items():
-        rel = PurePosixPath(str(name))
-        if rel.is_absolute() or ".." in rel.parts or "\\" in str(name):
-            raise ArtifactError(f"artifact {folder}: file name {name!r} leaves the folder; refused")
-        candidate = folder / rel
-        if candidate.is_symlink() or not candidate.resolve().is_relative_to(root):
+    for name, expected in manifest["files"].items():
+        candidate = folder / name
+        if any((folder / Path(*PurePosixPath(name).parts[:i])).is_symlink()
+               for i in range(1, len(PurePosixPath(name).parts) + 1)) \
+                or not candidate.resolve().is_relative_to(root):
             raise ArtifactError(f"artifact {folder}: {name} is a symlink or leaves the folder; refused")
-        if not candidate.is_file():
+        if not candidate.exists():
             raise ArtifactError(f"artifact {folder} is incomplete: {name} is missing; copy the "
                                 "whole folder again")
-        actual = sha256_file(candidate)
+        with safeio.open_regular(candidate, what="artifact file", follow_symlinks=False,
+                                 error=lambda reason, name=name: ArtifactError(
+                                     f"artifact {folder}: {name} {reason}")) as handle:
+            actual = _sha256_handle(handle)
         if actual != expected:
             raise ArtifactError(f"artifact {folder}: {name} was modified (sha256 {actual[:12]}…, "
                                 f"manifest says {str(expected)[:12]}…); refusing to load it. "
                                 "Copy the artifact again or rebuild it")
     return Artifact(folder, manifest)
+
+
+def _sha256_handle(handle) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_manifest(manifest: Any, where: object) -> None:
+    """Every field edgeagent reads from a manifest has the type it needs, so a hostile or broken
+    manifest is an ArtifactError here and never a KeyError or TypeError later.
+
+    Raises:
+        ArtifactError: another schema, a missing field or one of the wrong type, naming it.
+    """
+    def bad(reason: str) -> ArtifactError:
+        return ArtifactError(f"{where}: {reason}; rebuild the artifact")
+
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        found = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ArtifactError(f"{where} has schema {found!r}, this edgeagent reads {SCHEMA!r}; "
+                            "rebuild the artifact with this version")
+    for key in ("backend", "precision", "files", "signature"):
+        if key not in manifest:
+            raise bad(f"it lacks the field {key!r}")
+    for key in ("backend", "precision"):
+        if not isinstance(manifest[key], str) or not manifest[key]:
+            raise bad(f"field {key!r} must be a non-empty string, got {manifest[key]!r:.80}")
+    files = manifest["files"]
+    if not isinstance(files, dict) or not files:
+        raise bad("it lists no files")
+    for name, digest in files.items():
+        check_file_name(name, where)
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _SHA256:
+            raise bad(f"the sha256 of {name!r} is not 64 hex digits")
+    signature = manifest["signature"]
+    if not isinstance(signature, dict) or not all(isinstance(signature.get(k), list) for k in ("inputs", "outputs")):
+        raise bad("field 'signature' must be an object with 'inputs' and 'outputs' lists")
+    try:
+        for spec in [*signature["inputs"], *signature["outputs"]]:
+            TensorSpec.from_json(spec)
+    except InputError as exc:
+        raise bad(f"its signature is invalid: {exc}") from None
+    for key in ("recipe", "capabilities", "source", "sdk"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise bad(f"field {key!r} must be an object, got {type(manifest[key]).__name__}")
+    source = manifest.get("source") or {}
+    if source.get("sha256") is not None and not isinstance(source["sha256"], str):
+        raise bad("field 'source.sha256' must be a string")
+
+
+def check_file_name(name: Any, where: object) -> None:
+    """A manifest's file name: a relative POSIX path inside the folder, nothing a runtime could read
+    differently (a backslash, a NUL, '..', an absolute path, empty parts).
+
+    Raises:
+        ArtifactError: any other name.
+    """
+    if not isinstance(name, str) or not name or len(name) > 1024:
+        raise ArtifactError(f"{where}: file name {name!r:.80} is not a file name; refused")
+    parts = name.split("/")
+    if "\x00" in name or "\\" in name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ArtifactError(f"{where}: file name {name!r} leaves the folder or is not a plain relative "
+                            "path; refused")
 
 
 def build_atomically(out: str | os.PathLike, build: Callable[[Path], Artifact]) -> Artifact:

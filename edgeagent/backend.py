@@ -11,8 +11,10 @@ import enum
 import functools
 import importlib.metadata
 import importlib.util
+import math
 import os
 import tempfile
+import types
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from .errors import BackendUnavailable, EdgeAgentError, InputError, UnsupportedPrecision
+from .errors import BackendUnavailable, EdgeAgentError, InputError, UnsupportedModel, UnsupportedPrecision
 from .ir import UNKNOWN_DIM, TensorSpec
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from .ir import ModelIR
 
 ENTRY_POINT_GROUP = "edgeagent.backends"
+# More intra-op threads than any device has cores; ONNX Runtime crashes creating 400,000.
+MAX_THREADS = 1024
 
 
 class Precision(enum.StrEnum):
@@ -169,7 +173,7 @@ def parse_options(cls: type, values: Mapping[str, str] | None) -> Any:
 
 def _convert(name: str, annotation: Any, raw: Any) -> Any:
     if not isinstance(raw, str):
-        return raw
+        return _check_type(name, annotation, raw)
     args = typing.get_args(annotation) or (annotation,)
     text = raw.strip()
     if type(None) in args and text.lower() in ("none", "null", ""):
@@ -191,6 +195,45 @@ def _convert(name: str, annotation: Any, raw: Any) -> Any:
     return text
 
 
+def _check_type(name: str, annotation: Any, value: Any) -> Any:
+    """A value that is not a string (from a target's TOML or a Python mapping) must already have the
+    field's type: a TOML `nodes_to_exclude = 5` is an error here, not a TypeError in a cell.
+
+    Raises:
+        InputError: a value of another type, naming the types the field takes.
+    """
+    kinds = (typing.get_args(annotation)
+             if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,))
+    for kind in kinds:
+        origin = typing.get_origin(kind)
+        if kind is type(None):
+            if value is None:
+                return value
+        elif origin in (tuple, list):
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+        elif kind is bool:
+            if isinstance(value, bool):
+                return value
+        elif kind is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif kind is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return float(value)
+        elif isinstance(kind, type) and issubclass(kind, enum.Enum):
+            if isinstance(value, (str, kind)):
+                return value
+        elif not isinstance(kind, type) or isinstance(value, kind):
+            return value
+    names = {bool: "a boolean", int: "an integer", float: "a finite number", str: "a string", type(None): "none"}
+    wanted = " or ".join(dict.fromkeys(
+        "a list of strings" if typing.get_origin(k) in (tuple, list) else
+        "a string" if isinstance(k, type) and issubclass(k, enum.Enum) else
+        names.get(k, getattr(k, "__name__", str(k))) for k in kinds))
+    raise InputError(f"option {name}={value!r:.80} must be {wanted}, got {type(value).__name__}", field=name)
+
+
 class Session(ABC):
     """A loaded model. `run` validates feeds, then the backend's `_run_impl` executes.
 
@@ -206,6 +249,12 @@ class Session(ABC):
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
         self._names = frozenset(s.name for s in self.inputs)
+        for s in self.inputs:
+            try:
+                np.dtype(s.dtype)
+            except TypeError:
+                raise UnsupportedModel(f"input {s.name!r} has dtype {s.dtype!r}, which numpy cannot hold; "
+                                       "feed the model through a cast to a standard dtype") from None
         self._checks = [
             (s.name, np.dtype(s.dtype), s.rank,
              tuple((axis, d) for axis, d in enumerate(s.shape) if isinstance(d, int)),

@@ -6,18 +6,27 @@ a TensorRT calibrator), so one object calibrates them all.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from . import safeio
 from .errors import InputError
 
 Feeds = dict[str, np.ndarray]
 LABELS_KEY = "labels"
+# An .npz is streamed, so its size is not bounded by memory; these caps bound what is trusted.
+MAX_NPZ_BYTES = 64 << 30  # data all members declare together
+MAX_NPZ_MEMBERS = 1024
+MAX_NPY_HEADER_BYTES = 10_000  # numpy's own default
+MAX_IN_MEMORY_BYTES = 1 << 30  # what is read whole: labels, Fortran-ordered arrays, `all()`
 
 
 class Dataset:
@@ -119,46 +128,245 @@ class _Restartable:
         return iter(self.factory())
 
 
-class NpzArrays:
-    """Arrays of an `.npz` file (no pickles), checked for consistent sample counts."""
+@dataclass(frozen=True)
+class _Member:
+    """One `.npy` member of an `.npz`, as its header describes it (checked against the zip entry)."""
 
-    def __init__(self, path: str | os.PathLike, *, input_names: Sequence[str] | None = None) -> None:
+    info: zipfile.ZipInfo
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran: bool
+    header_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+
+class NpzArrays:
+    """The arrays of an `.npz` file, streamed: memory holds one batch, never the file.
+
+    Every member's `.npy` header is read and checked before any data: it must be an array (no
+    other member kinds), hold no Python objects (those need pickle), and declare exactly as many
+    bytes as the zip entry holds, so neither a header claiming terabytes nor a zip bomb gets a
+    buffer; all arrays must share their first (sample) axis.
+
+    Args:
+        path: the `.npz` file (np.savez or np.savez_compressed).
+        input_names: the arrays to read as feeds (default: all but `labels`).
+        max_bytes: cap on the data all members declare together (default 64 GiB).
+
+    Raises:
+        InputError: missing or not a regular file, not a zip, a member that is not an array or
+            holds objects, a header that disagrees with its member, missing inputs, unequal lengths.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, input_names: Sequence[str] | None = None,
+                 max_bytes: int = MAX_NPZ_BYTES) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(f"data file {self.path} does not exist", field=str(self.path))
-        try:
-            with np.load(self.path, allow_pickle=False) as npz:
-                keys = list(npz.files)
-                names = list(input_names) if input_names is not None else [k for k in keys if k != LABELS_KEY]
-                missing = [n for n in names if n not in keys]
-                if missing:
-                    raise InputError(f"{self.path} has no array for input(s) {missing}; it holds "
-                                     f"{keys}. Save one array per model input (np.savez)",
-                                     field=missing[0])
-                self.arrays = {n: npz[n] for n in names}
-                self.labels = npz[LABELS_KEY] if LABELS_KEY in keys else None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise InputError(f"{self.path} is not a readable .npz file ({exc}); write it with "
-                             "numpy.savez without object arrays", field=str(self.path)) from None
-        if not self.arrays:
+        members = self._read_headers(max_bytes)
+        keys = list(members)
+        names = list(input_names) if input_names is not None else [k for k in keys if k != LABELS_KEY]
+        missing = [n for n in names if n not in members]
+        if missing:
+            raise InputError(f"{self.path} has no array for input(s) {missing}; it holds "
+                             f"{keys}. Save one array per model input (np.savez)", field=missing[0])
+        if not names:
             raise InputError(f"{self.path} holds no input arrays", field=str(self.path))
-        lengths = {n: (a.shape[0] if a.ndim else 0) for n, a in self.arrays.items()}
+        self._members = {n: members[n] for n in names}
+        lengths = {n: (m.shape[0] if m.shape else 0) for n, m in self._members.items()}
         if len(set(lengths.values())) != 1 or 0 in lengths.values():
             raise InputError(f"{self.path}: arrays must share a non-zero first (sample) axis, got "
                              f"{lengths}", field=str(self.path))
         self.count = next(iter(lengths.values()))
-        if self.labels is not None and len(self.labels) != self.count:
-            raise InputError(f"{self.path}: labels has {len(self.labels)} entries for "
-                             f"{self.count} samples", field=LABELS_KEY)
+        self.labels = None
+        if LABELS_KEY in members:
+            label_member = members[LABELS_KEY]
+            if not label_member.shape or label_member.shape[0] != self.count:
+                raise InputError(f"{self.path}: labels has {label_member.shape[0] if label_member.shape else 0} "
+                                 f"entries for {self.count} samples", field=LABELS_KEY)
+            self.labels = self._whole(LABELS_KEY, label_member)
 
-    def batches(self, batch_size: int = 1) -> Iterator[Feeds]:
+    @property
+    def names(self) -> list[str]:
+        return list(self._members)
+
+    def _fail(self, reason: str) -> InputError:
+        return InputError(f"{self.path} {reason}", field=str(self.path))
+
+    def _open_zip(self):
+        handle = safeio.open_regular(self.path, what="data file", error=self._fail)
+        try:
+            return handle, zipfile.ZipFile(handle)
+        except BaseException:
+            handle.close()
+            raise
+
+    def _read_headers(self, max_bytes: int) -> dict[str, _Member]:
+        members: dict[str, _Member] = {}
+        total = 0
+        try:
+            handle, archive = self._open_zip()
+            with handle, archive:
+                infos = archive.infolist()
+                if len(infos) > MAX_NPZ_MEMBERS:
+                    raise self._fail(f"has {len(infos)} members, over the cap of {MAX_NPZ_MEMBERS}")
+                for info in infos:
+                    member = self._header(archive, info)
+                    total += member.nbytes
+                    if total > max_bytes:
+                        raise self._fail(f"declares {total} bytes of arrays, over the cap of {max_bytes}")
+                    members[info.filename[:-len(".npy")]] = member
+        except InputError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
+                RuntimeError) as exc:
+            raise self._fail(f"is not a readable .npz file ({exc}); write it with numpy.savez without "
+                             "object arrays") from None
+        return members
+
+    def _header(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
+        name = info.filename
+        if info.is_dir() or not name.endswith(".npy"):
+            raise self._fail(f"holds {name!r}, which is not an array (.npy member); write the file with "
+                             "numpy.savez")
+        if info.flag_bits & 0x1:
+            raise self._fail(f"member {name!r} is encrypted; write the file with numpy.savez")
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        with archive.open(info) as stream:
+            try:
+                version = np.lib.format.read_magic(stream)
+                if version not in readers:
+                    raise self._fail(f"member {name!r} is .npy format {version}; write it with numpy.savez")
+                shape, fortran, dtype = readers[version](stream, max_header_size=MAX_NPY_HEADER_BYTES)
+            except InputError:
+                raise
+            except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, TokenError...
+                raise self._fail(f"is not a readable .npz file: member {name!r} has a broken .npy header "
+                                 f"({type(exc).__name__}: {exc})") from None
+            header_bytes = stream.tell()
+        if dtype.hasobject:
+            raise self._fail(f"member {name!r} holds Python objects, which only pickle can read; refused. "
+                             "Save numeric arrays")
+        if any(d < 0 for d in shape):
+            raise self._fail(f"member {name!r} has a negative dimension in {shape}")
+        member = _Member(info, dtype, tuple(shape), bool(fortran), header_bytes)
+        if header_bytes + member.nbytes != info.file_size:
+            raise self._fail(f"member {name!r} declares {member.nbytes} bytes of data ({dtype} {tuple(shape)}) "
+                             f"but holds {info.file_size - header_bytes}; the file is truncated or forged")
+        return member
+
+    def _whole(self, name: str, member: _Member) -> np.ndarray:
+        """One member read entirely (labels, Fortran-ordered arrays), bounded by MAX_IN_MEMORY_BYTES."""
+        if member.nbytes > MAX_IN_MEMORY_BYTES:
+            raise self._fail(f"array {name!r} is {member.nbytes} bytes, too large to read at once (cap "
+                             f"{MAX_IN_MEMORY_BYTES}); save it C-ordered (np.ascontiguousarray) to stream it")
+        try:
+            handle, archive = self._open_zip()
+            with handle, archive, archive.open(member.info) as stream:
+                stream.seek(member.header_bytes)
+                data = _read_exact(stream, member.nbytes, lambda: self._fail(f"member {name!r} is truncated"))
+        except InputError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+            raise self._fail(f"cannot be read ({exc})") from None
+        order = "F" if member.fortran else "C"
+        return _native(np.frombuffer(data, member.dtype).reshape(member.shape, order=order))
+
+    def batches(self, batch_size: int = 1, *, with_labels: bool = False) -> Iterator[Any]:
+        """Feed dicts of `batch_size` samples (the last may be shorter), read as they are yielded;
+        with `with_labels`, (feeds, labels or None) pairs.
+
+        Raises:
+            InputError: batch_size below 1, or a member that turns out truncated or corrupt.
+        """
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        for start in range(0, self.count, batch_size):
-            yield {n: np.ascontiguousarray(a[start:start + batch_size]) for n, a in self.arrays.items()}
+        whole = {n: self._whole(n, m) for n, m in self._members.items() if m.fortran and len(m.shape) > 1}
+        try:
+            handle, archive = self._open_zip()
+            with handle, archive, contextlib.ExitStack() as stack:
+                streams = {}
+                for name, member in self._members.items():
+                    if name not in whole:
+                        streams[name] = stack.enter_context(archive.open(member.info))
+                        streams[name].seek(member.header_bytes)
+                for start in range(0, self.count, batch_size):
+                    rows = min(batch_size, self.count - start)
+                    feeds = {}
+                    for name, member in self._members.items():
+                        if name in whole:
+                            feeds[name] = np.ascontiguousarray(whole[name][start:start + rows])
+                            continue
+                        data = _read_exact(streams[name], rows * member.row_bytes,
+                                           lambda name=name: self._fail(f"member {name!r} is truncated"))
+                        feeds[name] = _native(np.frombuffer(data, member.dtype).reshape((rows, *member.shape[1:])))
+                    if with_labels:
+                        labels = None if self.labels is None else self.labels[start:start + rows]
+                        yield feeds, labels
+                    else:
+                        yield feeds
+        except InputError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+            raise self._fail(f"cannot be read ({exc}); the file is corrupt") from None
 
     def all(self) -> Feeds:
-        return dict(self.arrays)
+        """Every sample in one feed dict (bounded: at most MAX_IN_MEMORY_BYTES together).
+
+        Raises:
+            InputError: the arrays together are larger than that; stream them with `batches`.
+        """
+        total = sum(m.nbytes for m in self._members.values())
+        if total > MAX_IN_MEMORY_BYTES:
+            raise self._fail(f"holds {total} bytes of inputs, too many to read at once (cap "
+                             f"{MAX_IN_MEMORY_BYTES}); split the file")
+        return next(self.batches(self.count))
+
+
+def _read_exact(stream, size: int, truncated: Callable[[], InputError]) -> bytearray:
+    buffer = bytearray(size)
+    view, filled = memoryview(buffer), 0
+    while filled < size:
+        count = stream.readinto(view[filled:])
+        if not count:
+            raise truncated()
+        filled += count
+    return buffer
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """The array in the machine's byte order, which sessions expect (a `>f4` is not float32 here)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+def finite_samples(dataset: Dataset, *, what: str = "calibration") -> Dataset:
+    """`dataset`, checked as it is read: a float input holding NaN or Inf is refused (quantizers turn
+    such samples into infinite or NaN scales and an artifact that answers -inf).
+
+    Raises (when iterated):
+        CalibrationError: naming the sample, the input and the first bad index.
+    """
+    from .errors import CalibrationError
+
+    def checked() -> Iterator[Feeds]:
+        for number, feeds in enumerate(dataset):
+            for name, value in feeds.items():
+                if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                    bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+                    raise CalibrationError(f"{what} sample {number} holds NaN or Inf in input {name!r} (first "
+                                           f"at index {bad}); give finite, representative samples")
+            yield feeds
+
+    try:
+        length = len(dataset)
+    except TypeError:  # a stream of unknown length stays one (nncf asks for a length when there is one)
+        length = None
+    return Dataset(_Restartable(checked, length=length))
 
 
 def as_dataset(calibration: Dataset | Iterable | str | os.PathLike | None,

@@ -11,15 +11,18 @@ EDGEAGENT_TARGETS_PATH (os.pathsep-separated); a user file with a built-in's nam
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edgeagent import safeio
 from edgeagent.errors import InputError
 
 TARGETS_PATH_ENV = "EDGEAGENT_TARGETS_PATH"
@@ -30,6 +33,13 @@ EMULATED_LABEL = "emulated: constraints only (speed not representative)"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+# Bounds on what a profile may state. They are far above any device's, and low enough that every
+# value fits what receives it: RLIMIT_AS (2**63 overflows it), ONNX Runtime's thread pool (400,000
+# threads crash it).
+MAX_SIZE_BYTES = 2**50  # 1 PiB
+MAX_CORES = 4096
+MAX_THREADS = 1024
+MAX_TARGET_FILE_BYTES = 1 << 20
 
 
 class TargetError(InputError):
@@ -37,17 +47,26 @@ class TargetError(InputError):
 
 
 def parse_size(value: Any, *, where: str = "", field_name: str = "") -> int:
-    """Bytes from an integer or a string such as "512MiB" or "8 GB"."""
+    """Bytes from an integer or a string such as "512MiB" or "8 GB", at most 1 PiB.
+
+    Raises:
+        TargetError: anything else, naming `where` and the field.
+    """
     if isinstance(value, bool):
         raise TargetError(f"{where}: {field_name} must be a size such as \"512MiB\", got {value!r}",
                           field=field_name)
     if isinstance(value, int) and value > 0:
-        return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise TargetError(f"{where}: {field_name} must be a positive size such as \"512MiB\" or "
-                          f"\"8GiB\", got {value!r}", field=field_name)
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+        size = value
+    else:
+        match = _SIZE.match(value) if isinstance(value, str) and len(value) < 64 else None
+        if not match or float(match.group(1)) <= 0:
+            raise TargetError(f"{where}: {field_name} must be a positive size such as \"512MiB\" or "
+                              f"\"8GiB\", got {value!r:.80}", field=field_name)
+        size = int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+    if not 0 < size <= MAX_SIZE_BYTES:
+        raise TargetError(f"{where}: {field_name} is {size} bytes; a size must be between 1 byte and 1 PiB",
+                          field=field_name)
+    return size
 
 
 @dataclass(frozen=True)
@@ -172,9 +191,11 @@ def parse_target(data: Mapping[str, Any], *, source: str) -> Target:
                               f"{list(KNOWN_ISA)}", field=key)
     cores = _require(data, "cores", int, source)
     threads = _require(data, "threads", int, source)
-    if cores < 1 or not 1 <= threads <= 4 * cores:
-        raise TargetError(f"{source}: fields 'cores' and 'threads' must be positive (threads at most "
-                          f"4 × cores), got cores={cores}, threads={threads}", field="threads")
+    if not 1 <= cores <= MAX_CORES:
+        raise TargetError(f"{source}: field 'cores' must be between 1 and {MAX_CORES}, got {cores}", field="cores")
+    if not 1 <= threads <= min(4 * cores, MAX_THREADS):
+        raise TargetError(f"{source}: field 'threads' must be between 1 and 4 × cores (at most {MAX_THREADS}), "
+                          f"got cores={cores}, threads={threads}", field="threads")
     memory = parse_size(_require(data, "memory", (str, int), source), where=source, field_name="memory")
     limit_raw = _require(data, "memory_limit", (str, int), source, optional=True)
     limit = parse_size(limit_raw, where=source, field_name="memory_limit") if limit_raw is not None else None
@@ -193,9 +214,13 @@ def parse_target(data: Mapping[str, Any], *, source: str) -> Target:
         if bad:
             raise TargetError(f"{where}: field 'precisions' has {bad}; valid: fp32, fp16, int8",
                               field="precisions")
-        presets.append(BackendPreset(_require(table, "name", str, where),
-                                     _require(table, "device", str, where, optional=True), precisions,
-                                     dict(_require(table, "options", dict, where, optional=True) or {})))
+        if not all(isinstance(p, str) for p in precisions):
+            raise TargetError(f"{where}: field 'precisions' must be a list of strings", field="precisions")
+        preset = BackendPreset(_require(table, "name", str, where),
+                               _require(table, "device", str, where, optional=True), precisions,
+                               dict(_require(table, "options", dict, where, optional=True) or {}))
+        _check_preset_options(preset, where)
+        presets.append(preset)
     if not presets:
         raise TargetError(f"{source}: field 'backends' must list at least one backend", field="backends")
     budgets = _parse_budgets(_require(data, "budgets", dict, source, optional=True) or {}, source)
@@ -216,33 +241,58 @@ def _parse_budgets(table: Mapping[str, Any], source: str) -> Budgets:
         raise TargetError(f"{where}: unknown field(s) {extra}; valid: p90_latency_ms, peak_memory, "
                           "min_accuracy, max_accuracy_drop", field=extra[0])
     values: dict[str, Any] = {}
-    for key in ("p90_latency_ms", "min_accuracy", "max_accuracy_drop"):
+    # (lowest, highest, whether the lowest itself is allowed): a p90 of 0 ms or an accuracy floor of
+    # 0 gates nothing, NaN compares false with everything and so passes every check.
+    ranges = {"p90_latency_ms": (0.0, 3.6e6, False, "a positive number of milliseconds"),
+              "min_accuracy": (0.0, 1.0, False, "a fraction in (0, 1]"),
+              "max_accuracy_drop": (0.0, 1.0, True, "a fraction in [0, 1]")}
+    for key, (low, high, low_ok, noun) in ranges.items():
         raw = _require(table, key, (int, float), where, optional=True)
         if raw is None:
             continue
-        if raw < 0 or (key != "p90_latency_ms" and raw > 1):
-            raise TargetError(f"{where}: field {key!r} must be "
-                              f"{'positive' if key == 'p90_latency_ms' else 'a fraction in [0, 1]'}, "
-                              f"got {raw!r}", field=key)
+        if not math.isfinite(raw) or not (low <= raw if low_ok else low < raw) or raw > high:
+            raise TargetError(f"{where}: field {key!r} must be {noun}, got {raw!r}", field=key)
         values[key] = float(raw)
     if "peak_memory" in table:
         values["peak_memory_bytes"] = parse_size(table["peak_memory"], where=where, field_name="peak_memory")
     return Budgets(**values)
 
 
+def _check_preset_options(preset: BackendPreset, where: str) -> None:
+    """A preset's options must be ones its backend takes, of the right type and range: checked when
+    the profile is read, not when a cell fails with a TypeError."""
+    from edgeagent.backend import backend_entries
+
+    entry = backend_entries().get(preset.name)
+    if entry is None or entry.backend is None:
+        return  # a backend not installed here: its options are checked where it is
+    backend = entry.backend
+    try:
+        compile_values, load_values = backend.split_options(preset.options)
+        backend.compile_options(compile_values)
+        backend.load_options(load_values)
+    except InputError as exc:
+        raise TargetError(f"{where}: options: {exc}", field=exc.field or "options") from None
+
+
 def load_target_file(path: str | os.PathLike) -> Target:
-    """Read and validate one profile.
+    """Read and validate one profile (a regular file of at most 1 MiB).
 
     Raises:
-        TargetError: unreadable TOML or an invalid field, naming the file.
+        TargetError: not a readable regular file (a FIFO, `/dev/zero`, a folder), not UTF-8, not
+            valid TOML, or an invalid field, naming the file.
     """
     path = Path(path)
+    text = safeio.read_text(path, max_bytes=MAX_TARGET_FILE_BYTES, what="target file",
+                            error=lambda reason: TargetError(f"target file {path} {reason}", field=str(path)))
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TargetError(f"cannot read target file {path}: {exc.strerror or exc}", field=str(path)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"{path} is not valid TOML: {exc}", field=str(path)) from None
+    except RecursionError:
+        raise TargetError(f"{path} nests arrays or tables too deep to read", field=str(path)) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise TargetError(f"{path} holds a value that cannot be read: {exc}", field=str(path)) from None
     return parse_target(data, source=str(path))
 
 
@@ -256,14 +306,26 @@ def _cached(path: str, mtime_ns: int) -> Target:
     return load_target_file(path)
 
 
-def list_targets() -> dict[str, Target]:
-    """Every target on EDGEAGENT_TARGETS_PATH and the built-ins, by name (first one wins)."""
+def list_targets(*, errors: list[TargetError] | None = None) -> dict[str, Target]:
+    """Every target on EDGEAGENT_TARGETS_PATH and the built-ins, by name (first one wins).
+
+    A file that does not parse is left out (one broken user file must not hide the built-ins);
+    its error is appended to `errors` when given, else printed to stderr as a warning.
+    """
     found: dict[str, Target] = {}
     for folder in _folders():
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.toml")):
-            target = _cached(str(path), path.stat().st_mtime_ns)
+            try:
+                target = _cached(str(path), path.stat().st_mtime_ns)
+            except (TargetError, OSError) as exc:
+                error = exc if isinstance(exc, TargetError) else TargetError(f"cannot read {path}: {exc}")
+                if errors is None:
+                    print(f"warning: skipping target file {path}: {error}", file=sys.stderr)
+                else:
+                    errors.append(error)
+                continue
             found.setdefault(target.name, target)
     return dict(sorted(found.items()))
 
@@ -281,10 +343,12 @@ def get_target(name_or_path: str | os.PathLike | Target | None) -> Target:
     text = str(name_or_path)
     if text.endswith(".toml") or os.sep in text:
         return load_target_file(text)
-    targets = list_targets()
+    broken: list[TargetError] = []
+    targets = list_targets(errors=broken)
     if text not in targets:
+        unreadable = "".join(f"; skipped {exc}" for exc in broken)
         raise TargetError(f"unknown target {text!r}; valid targets: {[HOST, *targets]} or a path to a "
-                          f".toml profile", field="target")
+                          f".toml profile{unreadable}", field="target")
     return targets[text]
 
 

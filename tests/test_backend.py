@@ -79,8 +79,9 @@ def test_third_party_backend_and_broken_plugin(third_party):
 
 def test_precision_parse():
     assert Precision.parse("INT8") is Precision.INT8
+    assert Precision.parse("int4") is Precision.INT4  # weight-only, for decoders
     with pytest.raises(UnsupportedPrecision, match="fp32"):
-        Precision.parse("int4")
+        Precision.parse("int3")
 
 
 def test_parse_options_converts_and_validates():

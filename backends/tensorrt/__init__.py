@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeagent import safeio
 from edgeagent.artifact import Artifact, write_manifest
 from edgeagent.backend import (Availability, Backend, Capabilities, Precision, coerce_enums, module_importable,
                                sdk_version)
@@ -414,7 +415,8 @@ class TensorRTBackend(Backend):
                                    f"{sorted(expected)}; rebuild the artifact")
         from .runner import TensorRTSession
 
-        layers = (json.loads(artifact.file(LAYERS_FILE).read_text(encoding="utf-8"))
+        layers = (safeio.read_json(artifact.file(LAYERS_FILE), what="layer report", follow_symlinks=False,
+                                   error=lambda reason: ArtifactError(f"{artifact.path}: {LAYERS_FILE} {reason}"))
                   if LAYERS_FILE in artifact.manifest["files"] else None)
         session = TensorRTSession(engine, artifact.inputs, artifact.outputs, device=opts.device, layers=layers)
         session.runtime = _runtime  # the engine must not outlive its runtime
@@ -440,7 +442,7 @@ class TensorRTBackend(Backend):
                     calibration_cache = Path(tmp) / CALIBRATION_CACHE_FILE
                     calibration_cache.write_bytes(built[CALIBRATION_CACHE_FILE])
                 plan, built[TIMING_CACHE_FILE] = self._build(
-                    artifact.file(MODEL_FILE), precision, recipe_opts, _profile_from_json(flags["profile"]),
+                    artifact.load_model(MODEL_FILE).path, precision, recipe_opts, _profile_from_json(flags["profile"]),
                     flags.get("workspace_bytes"), calibration_cache=calibration_cache)
             entry = cache.put(identity, plan, built)
         return (entry / PLAN_FILE).read_bytes()

@@ -8,6 +8,7 @@ reader turns text into feeds and outputs into a `ToolCall`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,14 +16,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import safeio
 from ..artifact import MAX_MANIFEST_BYTES, Artifact, atomic_write_text, open_artifact
 from ..errors import ArtifactError, InputError
 from ..ir import sha256_file
 from ..tasks import NOT_UNDERSTOOD, Task, ToolCall, task_from_json
+from ..tasks.base import TASK_METADATA_KEY, same_labels
+from ..tasks.text import load_tokenizer
 
 AGENT_FILE = "agent.json"
 AGENT_SCHEMA = "edgeagent.agent/1"
 TOKENIZER_FILE = "tokenizer.json"
+ONNX_FILE = "model.onnx"  # the file onnxruntime (and tensorrt) artifacts keep their graph in
 
 __all__ = ["AGENT_FILE", "NOT_UNDERSTOOD", "TOKENIZER_FILE", "EdgeAgent", "ToolCall", "choose_artifact",
            "read_agent_folder", "write_agent_folder"]
@@ -49,32 +54,37 @@ def read_agent_folder(folder: str | os.PathLike) -> tuple[dict[str, Any], Task]:
 
     Raises:
         InputError: not an agent folder.
-        ArtifactError: a malformed record, a listed file missing or modified, a task it cannot rebuild.
+        ArtifactError: a record that is a symlink, too large, not JSON (or nests too deep, or holds
+            huge numbers) or malformed; a listed file missing, a symlink, not a regular file or
+            modified; a task it cannot rebuild.
     """
     folder = Path(folder)
     path = folder / AGENT_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise InputError(f"{folder} is not an agent folder (it needs {AGENT_FILE}, {TOKENIZER_FILE} and "
                          "artifacts); build one with `edgeagent demo`", field="artifacts")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise ArtifactError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes; refused")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path} does not parse as JSON ({exc}); rebuild the agent folder") from None
+    record = safeio.read_json(path, what="agent record", max_bytes=MAX_MANIFEST_BYTES, follow_symlinks=False,
+                              error=lambda reason: ArtifactError(f"{path} {reason}; rebuild the agent folder"))
     if not isinstance(record, dict) or record.get("schema") != AGENT_SCHEMA:
         found = record.get("schema") if isinstance(record, dict) else type(record).__name__
-        raise ArtifactError(f"{path} has schema {found!r}, this edgeagent reads {AGENT_SCHEMA!r}; rebuild the "
+        raise ArtifactError(f"{path} has schema {found!r:.80}, this edgeagent reads {AGENT_SCHEMA!r}; rebuild the "
                             "agent folder with this version (`edgeagent demo`)")
     files = record.get("files")
-    if not isinstance(files, dict) or record.get("tokenizer") not in files:
+    if not isinstance(files, dict) or not isinstance(record.get("tokenizer"), str) or record["tokenizer"] not in files:
         raise ArtifactError(f"{path} lists no hash for its tokenizer; rebuild the agent folder")
     for name, expected in files.items():
-        candidate = folder / str(name)
-        if Path(str(name)).name != str(name) or candidate.is_symlink() or not candidate.is_file():
-            raise ArtifactError(f"agent folder {folder}: {name} is missing, a symlink or not a plain file name; "
-                                "copy the whole folder again")
-        if sha256_file(candidate) != expected:
+        if "\x00" in name or "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise ArtifactError(f"agent folder {folder}: {name!r} is not a plain file name; rebuild the agent folder")
+        candidate = folder / name
+        if not candidate.exists() and not candidate.is_symlink():
+            raise ArtifactError(f"agent folder {folder}: {name} is missing; copy the whole folder again")
+        with safeio.open_regular(candidate, what="agent file", follow_symlinks=False,
+                                 error=lambda reason, name=name: ArtifactError(
+                                     f"agent folder {folder}: {name} {reason}")) as handle:
+            digest = hashlib.sha256()
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != expected:
             raise ArtifactError(f"agent folder {folder}: {name} was modified since the folder was built; "
                                 "copy the folder again or rebuild it")
     try:
@@ -135,22 +145,35 @@ def _calibrated(task: Task, record: Mapping[str, Any], artifact: str, folder: Pa
 
 
 def load_tokenizer_file(path: Path):
-    """A `tokenizers.Tokenizer` from tokenizer.json, without padding or truncation.
+    """A `tokenizers.Tokenizer` from an agent folder's tokenizer.json, without padding or truncation.
 
     Raises:
-        InputError: `tokenizers` is missing, or the file does not parse as a tokenizer.
+        InputError: `tokenizers` is missing.
+        ArtifactError: the file is not a regular file, too large, or not a tokenizer.
     """
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        raise InputError("the agent needs tokenizers: pip install 'edgeagent[agent]'") from None
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
-        raise ArtifactError(f"{path} is not a tokenizer file the tokenizers library reads: {exc}") from None
+    tokenizer = load_tokenizer(path, error=lambda reason: ArtifactError(f"{path} {reason}; rebuild the agent folder"))
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
+
+
+def check_exported_task(artifact: Artifact, task: Task, where: str) -> None:
+    """Where the artifact keeps an ONNX model that carries the task it was exported for, agent.json's
+    task must list the same labels: a reversed or foreign label list gives confident wrong tool calls.
+
+    Raises:
+        ArtifactError: the two disagree, or the model's task metadata is unreadable.
+    """
+    if ONNX_FILE not in artifact.manifest["files"]:
+        return  # e.g. OpenVINO IR: nothing carries the task; the output widths were checked
+    raw = artifact.load_model(ONNX_FILE).metadata.get(TASK_METADATA_KEY)
+    if raw is None:
+        return  # a model exported without it (by hand, or before edgeagent recorded it)
+    exported = safeio.loads_json(raw, what="the model's task metadata",
+                                 error=lambda reason: ArtifactError(f"{where}: the model's task metadata {reason}"))
+    if not isinstance(exported, dict) or not same_labels(exported, task.to_json()):
+        raise ArtifactError(f"{where}: agent.json's task lists other labels than the model was exported with "
+                            "(reordered, or another model's); rebuild the agent folder")
 
 
 class EdgeAgent:
@@ -189,7 +212,9 @@ class EdgeAgent:
 
         Raises:
             InputError: no such folder, no artifact matching the request (the present ones are listed).
-            ArtifactError: a modified file, or labels that do not fit the model's outputs.
+            ArtifactError: a modified file, labels that do not fit the model's outputs, or a tokenizer
+                whose ids the model cannot take (the reader's `check` runs the model once on them, so
+                a folder that would fail every request fails here instead).
         """
         from ..pipeline import load_session
 
@@ -197,8 +222,10 @@ class EdgeAgent:
         record, task = read_agent_folder(folder)
         found = [open_artifact(p) for p in sorted(folder.iterdir()) if (p / "manifest.json").is_file()]
         artifact = choose_artifact(found, backend=backend, precision=precision, target=target)
+        where = f"agent folder {folder}, artifact {artifact.path.name}"
         task = _calibrated(task, record, artifact.path.name, folder)
-        task.check_outputs(artifact.outputs, f"agent folder {folder}, artifact {artifact.path.name}")
+        task.check_outputs(artifact.outputs, where)
+        check_exported_task(artifact, task, where)
         reader = task.reader(load_tokenizer_file(folder / record["tokenizer"]), threshold=threshold)
         if device is not None:
             from ..backend import get_backend
@@ -213,8 +240,15 @@ class EdgeAgent:
             from .homefile import Home
 
             home = home if isinstance(home, Home) else Home.load(home)
-        return cls(load_session(artifact, options=options, target=target), reader, artifact=artifact, task=task,
-                   home=home)
+        session = load_session(artifact, options=options, target=target)
+        check = getattr(reader, "check", None)
+        if check is not None:
+            try:
+                check(session)
+            except ArtifactError as exc:
+                session.close()
+                raise ArtifactError(f"{where}: {exc}") from None
+        return cls(session, reader, artifact=artifact, task=task, home=home)
 
     def check_context(self, context: Mapping[str, str] | None) -> dict[str, str]:
         """The context checked (keys, types) and, with a home, its area and floor as the home names them.

@@ -69,7 +69,7 @@ def candidates(target, backends: list[str] | None = None, device: str | None = N
 
 def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eval: str | os.PathLike | None = None,
            target: Any = None, backends: list[str] | None = None, device: str | None = None,
-           max_drop: float | None = None, protocol=None) -> Artifact:
+           max_drop: float | None = None, protocol=None, workdir: str | os.PathLike | None = None) -> Artifact:
     """Compile every candidate, measure it here, and write the winner to `out`.
 
     Args:
@@ -83,6 +83,8 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
         device: limit the candidates to presets on this device.
         max_drop: allowed accuracy drop as a fraction (default: the target's, else 0.01).
         protocol: the bench protocol for each candidate (default: one quick repeat).
+        workdir: a new folder for the candidates' artifacts and logs, removed afterwards (default: a
+            temporary folder).
 
     Raises:
         InputError, CalibrationError: no usable backend, no calibration data.
@@ -105,7 +107,9 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
     context = RunContext(config, target, fitted, {"kind": "npz", "path": str(Path(data).resolve())},
                          timeouts=stage_timeouts(protocol),
                          # recipe choice compares candidates on this machine as it is
-                         limits=Limits(), started=_dt.datetime.now(_dt.UTC))
+                         limits=Limits(), started=_dt.datetime.now(_dt.UTC),
+                         **({"workdir": Path(workdir)} if workdir is not None else {}))
+    context.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     planned = candidates(target, backends, device)
     progress = Steps(len(planned), "precision auto", unit="candidate")
@@ -148,10 +152,9 @@ def choose(model, *, out: str | os.PathLike, calibration: str | os.PathLike, eva
 
 
 def _has_labels(path) -> bool:
-    import numpy as np
+    from ..data import NpzArrays
 
-    with np.load(path, allow_pickle=False) as npz:
-        return "labels" in npz.files
+    return NpzArrays(path).labels is not None
 
 
 def _quality(row: dict[str, Any]) -> float | None:

@@ -1,4 +1,4 @@
-"""Budgets: a target's limits checked per cell, and the gate `bench --gate` applies."""
+"""Budgets: a target's limits checked per cell, and the gate `bench --gate` and `matrix run` apply."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .results import primary_metric
+
+# Statuses that mean a cell did not run to the end. A gate passes only cells that ran: a crash at
+# load is not "within budget".
+FAILED_STATUSES = ("error", "crashed", "timeout", "oom")
 
 
 def check_budgets(cell: Mapping[str, Any], budgets) -> dict[str, Any]:
@@ -43,3 +47,28 @@ def budget_failures(document: Mapping[str, Any]) -> list[str]:
                              if name != "min_accuracy" else
                              f"{cell['name']}: {check['metric']} {check['value']:.4g} below {check['limit']:.4g}")
     return lines
+
+
+def gate(document: Mapping[str, Any], *, require_measured: bool = True) -> tuple[list[str], list[str]]:
+    """What `--gate` decides on: (failures, notes), one line each.
+
+    Failures are every cell that errored, crashed, timed out or ran out of memory, every broken
+    budget, and (with `require_measured`, default True) a run in which no cell was measured at
+    all. Notes say what the gate could not check: a target with no budgets, skipped cells.
+    """
+    cells = document["benchmarks"]
+    failures = [f"{c['name']}: {c['status']} in stage {c.get('stage') or 'unknown'}: "
+                f"{c.get('message') or 'no message'}" for c in cells if c.get("status") in FAILED_STATUSES]
+    failures += budget_failures(document)
+    notes = []
+    if not any(c.get("status") == "ok" for c in cells):
+        (failures if require_measured else notes).append(
+            "no cell was measured (every cell was skipped or failed), so nothing passed")
+    target = document.get("target") or {}
+    if not any(v is not None for v in (target.get("budgets") or {}).values()):
+        notes.append(f"target {target.get('name', '?')!r} sets no budgets: the gate checked only that every "
+                     "cell ran; add [budgets] to its profile to gate latency, memory and accuracy")
+    skipped = [c["name"] for c in cells if c.get("status") == "skipped"]
+    if skipped:
+        notes.append(f"{len(skipped)} cell(s) skipped here and not gated: {', '.join(skipped)}")
+    return failures, notes

@@ -162,7 +162,8 @@ def _choose_recipe(cell: Cell, context: RunContext, artifact_dir: Path) -> Stage
             raise CalibrationError("--precisions auto measures INT8 recipes and needs calibration data as a "
                                    "file: pass --calibration FILE.npz or --eval FILE.npz")
         artifact = choose(cell.model["path"], out=artifact_dir, calibration=calibration, eval=workload.get("path"),
-                          target=context.target, backends=[cell.backend], device=cell.options.get("device"))
+                          target=context.target, backends=[cell.backend], device=cell.options.get("device"),
+                          workdir=artifact_dir.with_name(artifact_dir.name + ".candidates"))
     except EdgeAgentError as exc:
         return StageOutcome("error", {}, "compile", f"{type(exc).__name__}: {exc}")
     selection = artifact.manifest["selection"]

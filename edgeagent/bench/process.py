@@ -113,19 +113,27 @@ def _die_with_parent() -> None:
 
 def run_stage(mode: str, spec: Mapping[str, Any], *, timeouts: Mapping[str, float], log: Path,
               limits: Limits = Limits(), env: Mapping[str, str] | None = None) -> StageOutcome:
-    """Run one worker process and classify how it ended."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
+    """Run one worker process and classify how it ended (a process that cannot start is an error)."""
+    # The spec goes beside the log, in the run's own folder, so that a killed run leaves nothing
+    # in $TMPDIR.
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8",
+                                     dir=log.parent, prefix=".spec-") as handle:
         json.dump(spec, handle, default=str)
         spec_path = handle.name
     read_fd, write_fd = os.pipe()
     start = time.perf_counter()
     try:
-        with open(log, "ab") as log_handle:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", WORKER, mode, spec_path, str(write_fd)], pass_fds=(write_fd,),
-                stdin=subprocess.DEVNULL, stdout=log_handle, stderr=log_handle, start_new_session=True,
-                preexec_fn=limits.preexec(), env={**os.environ, **(env or {})})
-        os.close(write_fd)
+        try:
+            with open(log, "ab") as log_handle:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", WORKER, mode, spec_path, str(write_fd)], pass_fds=(write_fd,),
+                    stdin=subprocess.DEVNULL, stdout=log_handle, stderr=log_handle, start_new_session=True,
+                    preexec_fn=limits.preexec(), env={**os.environ, **(env or {})})
+        except (OSError, subprocess.SubprocessError) as exc:  # e.g. a limit the kernel refuses in preexec_fn
+            return StageOutcome("error", {}, "start", f"the cell's process could not start: {exc}",
+                                time.perf_counter() - start)
+        finally:
+            os.close(write_fd)
         outcome = _watch(proc, read_fd, timeouts, limits)
     finally:
         os.close(read_fd)

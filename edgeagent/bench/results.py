@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import safeio
 from ..artifact import atomic_write_text
 from ..errors import InputError
 
@@ -24,6 +25,7 @@ SCHEMA = "edgeagent.bench/1"
 JOURNAL_SCHEMA = "edgeagent.bench.journal/1"
 STATUSES = ("ok", "error", "crashed", "timeout", "oom", "skipped")
 SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
+MAX_RESULTS_BYTES = 256 << 20
 
 
 class ResultsError(InputError):
@@ -46,13 +48,13 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         ResultsError: missing, unparsable, or another schema.
     """
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ResultsError(f"results file {path} does not exist", field=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"results file {path} does not parse as JSON ({exc}); was the run killed "
-                           "before it wrote the file? Rerun it with --resume", field=str(path)) from None
+    if not path.exists():
+        raise ResultsError(f"results file {path} does not exist", field=str(path))
+    # Python writes NaN where a statistic is undefined, so the results reader accepts it.
+    document = safeio.read_json(
+        path, what="results file", max_bytes=MAX_RESULTS_BYTES, allow_nan=True,
+        error=lambda reason: ResultsError(f"results file {path} {reason}; was the run killed before it wrote "
+                                          "the file? Rerun it with --resume", field=str(path)))
     if not isinstance(document, dict) or "schema" not in document:
         raise ResultsError(f"{path} is not an edgeagent bench results file (no 'schema' field)",
                            field=str(path))
@@ -117,17 +119,27 @@ class Journal:
         Raises:
             ResultsError: the journal belongs to a run with other settings.
         """
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        def corrupt(number: int, reason: str) -> ResultsError:
+            return ResultsError(f"journal {self.path} is corrupt at line {number + 1} ({reason}); delete it to "
+                                "start the run again", field=str(self.path))
+
+        text = safeio.read_text(self.path, max_bytes=MAX_RESULTS_BYTES, what="journal",
+                                error=lambda reason: ResultsError(f"journal {self.path} {reason}; delete it to "
+                                                                  "start the run again", field=str(self.path)))
+        lines = text.splitlines()
         records = []
         for number, line in enumerate(lines):
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                if number == len(lines) - 1:
+                record = safeio.loads_json(line, allow_nan=True, error=lambda reason: ValueError(reason))
+            except ValueError as exc:
+                if number == len(lines) - 1 and not text.endswith("\n"):
                     break  # the write the kill interrupted
-                raise ResultsError(f"journal {self.path} is corrupt at line {number + 1}; delete it "
-                                   "to start the run again", field=str(self.path)) from None
-        if not records or records[0].get("journal") != JOURNAL_SCHEMA:
+                raise corrupt(number, str(exc)) from None
+            if number and not _is_cell_record(record):
+                raise corrupt(number, "not a cell record with a name and a valid status")
+            records.append(record)
+        if not records or not isinstance(records[0], dict) or records[0].get("journal") != JOURNAL_SCHEMA \
+                or not isinstance(records[0].get("fingerprint", {}), dict):
             raise ResultsError(f"{self.path} is not a bench journal ({JOURNAL_SCHEMA}); delete it",
                                field=str(self.path))
         recorded = records[0].get("fingerprint") or {}
@@ -137,7 +149,7 @@ class Journal:
             raise ResultsError(f"--resume with other settings than the interrupted run (differs in "
                                f"{changed}); rerun with the same arguments or delete {self.path}",
                                field="resume")
-        return {r["cell"]["name"]: r["cell"] for r in records[1:] if "cell" in r}
+        return {r["cell"]["name"]: r["cell"] for r in records[1:]}
 
     def record(self, cell: Mapping[str, Any]) -> None:
         self._append({"cell": dict(cell)})
@@ -150,6 +162,11 @@ class Journal:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _is_cell_record(record: Any) -> bool:
+    cell = record.get("cell") if isinstance(record, dict) else None
+    return isinstance(cell, dict) and isinstance(cell.get("name"), str) and cell.get("status") in STATUSES
 
 
 def primary_metric(cell: Mapping[str, Any]) -> str | None:

@@ -30,6 +30,11 @@ def _fingerprint(config: BenchConfig, cells: Sequence[Cell], target) -> dict[str
             "options": {k: dict(v) for k, v in config.options.items()}}
 
 
+def work_folder(out: Path) -> Path:
+    """The run's scratch folder: `.<results name>.work` beside the results file."""
+    return out.parent / f".{out.name}.work"
+
+
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Run the grid and return the results document (also written to `config.out`).
 
@@ -59,8 +64,13 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         out.parent.mkdir(parents=True, exist_ok=True)
         journal.start(fingerprint)
 
+    # Beside the results, not in $TMPDIR: a killed run's folder (compiled artifacts, logs, worker
+    # specs) is found and removed by the next run, --resume or not.
+    workdir = work_folder(out)
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     context = RunContext(config, target, fit, workload, timeouts, limits_for(target, fit),
-                         started=_dt.datetime.now(_dt.UTC))
+                         started=_dt.datetime.now(_dt.UTC), workdir=workdir)
     context.baselines = baselines([c.backend for c in cells if not c.skip], context)
     progress = Steps(len(cells), "bench", unit="cell", enabled=config.progress)
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+MAX_FILE_BYTES = 256 << 20  # `agent predict --file`: one utterance per line
+
 
 def register(sub) -> None:
     agent = sub.add_parser("agent", help="an agent folder: predict tool calls, or chat with a simulated home")
@@ -65,8 +67,9 @@ def _lines(args):
         yield args.text
         return
     if args.file:
-        with open(args.file, "rb") as handle:
-            raw = handle.read().splitlines()
+        from ..safeio import read_bytes
+
+        raw = read_bytes(args.file, max_bytes=MAX_FILE_BYTES, what="--file").splitlines()
     else:
         raw = sys.stdin.buffer.read().splitlines()
     for number, line in enumerate(raw, 1):

@@ -46,7 +46,8 @@ def register(sub) -> None:
                                          "device); cells whose backend cannot are skipped with the reason")
     parser.add_argument("--reference", metavar="MODEL.onnx",
                         help="fp32 model that artifacts' outputs are compared with")
-    parser.add_argument("--gate", action="store_true", help="exit 1 when a cell breaks a target budget")
+    parser.add_argument("--gate", action="store_true",
+                        help="exit 1 when a cell fails (error, crash, timeout, out of memory) or breaks a target budget")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its journal")
     parser.add_argument("--out", required=True, metavar="FILE.json")
     add_format(parser)
@@ -56,7 +57,7 @@ def register(sub) -> None:
 def handle(args) -> int:
     import dataclasses
 
-    from ..bench import BenchConfig, BenchProtocol, budget_failures, run_bench
+    from ..bench import BenchConfig, BenchProtocol, gate, run_bench
     from ..errors import InputError
     from ..bench.report import markdown_table
 
@@ -93,9 +94,13 @@ def handle(args) -> int:
         print(markdown_table(document))
         print(f"\nwrote {args.out}")
     if args.gate:
-        failures = budget_failures(document)
+        failures, notes = gate(document)
+        for note in notes:
+            print(f"gate: {note}", file=sys.stderr)
         if failures:
-            print("budget gate FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
+            print("gate FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
             return 1
-        print("budget gate passed", file=sys.stderr if args.format == "json" else sys.stdout)
+        print("gate passed: every cell ran" + (" within the target's budgets" if not any(
+            "sets no budgets" in n for n in notes) else " (the target sets no budgets)"),
+            file=sys.stderr if args.format == "json" else sys.stdout)
     return 0

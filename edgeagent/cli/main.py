@@ -40,7 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     interrupted."""
     from ..errors import EdgeAgentError
     from ..log import configure
+    from ..safeio import first_surrogate
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for number, arg in enumerate(argv, 1):
+        # Python hands over bytes that are not UTF-8 as lone surrogates, which every later print,
+        # tokenizer and JSON writer would choke on; edgeagent's arguments are UTF-8 text.
+        if isinstance(arg, str) and (at := first_surrogate(arg)) is not None:
+            raw = arg.encode("utf-8", "surrogateescape")
+            print(f"error: argument {number} ({raw!r}) is not valid UTF-8 (at character {at}); pass UTF-8 text "
+                  "(and rename files whose names are not UTF-8)", file=sys.stderr)
+            return 1
     parser = build_parser()
     args = parser.parse_args(argv)
     configure(-1 if args.quiet else args.verbose)

@@ -1,4 +1,4 @@
-"""`edgeagent serve [--artifacts DIR] [--backend B] [--precision P] [--host H] [--port N]`."""
+"""`edgeagent serve [--artifacts DIR] [--backend B] [--precision P] [--host H] [--port N] [limits]`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def register(sub) -> None:
                        help=f"utterances per model call under load (default {defaults.max_model_batch})")
     serve.add_argument("--timeout", type=float, default=defaults.request_timeout_s, metavar="S",
                        help=f"per-request timeout in seconds (default {defaults.request_timeout_s})")
+    serve.add_argument("--body-timeout", type=float, default=defaults.body_timeout_s, metavar="S",
+                       help=f"longest a client may take to send a request body, then 408 (default {defaults.body_timeout_s})")
+    serve.add_argument("--max-connections", type=int, default=defaults.max_connections, metavar="N",
+                       help=f"connections served at once; a request on one more gets 503 (default {defaults.max_connections})")
+    serve.add_argument("--keep-alive-timeout", type=float, default=defaults.keep_alive_timeout_s, metavar="S",
+                       help=f"how long an idle keep-alive connection stays open (default {defaults.keep_alive_timeout_s})")
     serve.add_argument("--graceful-timeout", type=int, default=defaults.graceful_timeout_s, metavar="S",
                        help=f"on SIGTERM, wait this long for requests in flight (default {defaults.graceful_timeout_s})")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -46,7 +52,9 @@ def handle(args) -> int:
         raise InputError(f"--port {args.port} is not a TCP port (0-65535)", field="port")
     config = ServeConfig(max_body_bytes=args.max_body, max_queue=args.max_queue, max_model_batch=args.max_batch,
                          max_batch_items=min(ServeConfig.max_batch_items, args.max_queue),
-                         request_timeout_s=args.timeout, graceful_timeout_s=args.graceful_timeout)
+                         request_timeout_s=args.timeout, graceful_timeout_s=args.graceful_timeout,
+                         body_timeout_s=args.body_timeout, max_connections=args.max_connections,
+                         keep_alive_timeout_s=args.keep_alive_timeout)
     agent = _agent(args)
     artifact = agent.artifact
     print(f"serving {artifact.backend}/{artifact.precision} from {artifact.path} on http://{args.host}:{args.port}",

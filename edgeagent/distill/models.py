@@ -46,13 +46,35 @@ def load_encoder(id_or_path: str | os.PathLike | None = None):
     _, transformers = _torch()
     source = str(id_or_path) if id_or_path else str(default_teacher_path())
     local = Path(source).is_dir()
+    if local:
+        _check_local_encoder(Path(source))
     try:
         try:  # BERT-family encoders: the pooler is unused (heads pool themselves)
             return transformers.AutoModel.from_pretrained(source, local_files_only=local, add_pooling_layer=False)
         except TypeError:
             return transformers.AutoModel.from_pretrained(source, local_files_only=local)
-    except OSError as exc:
-        raise InputError(f"cannot load an encoder from {source!r}: {exc}", field="teacher") from None
+    except InputError:
+        raise
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, UnpicklingError... on bad folders
+        raise InputError(f"cannot load an encoder from {source!r}: {type(exc).__name__}: {exc}",
+                         field="teacher") from None
+
+
+def _check_local_encoder(folder: Path) -> None:
+    """A Hugging Face folder's config.json, read with safeio's caps and its sizes checked against the
+    weights file, before transformers allocates anything from it.
+
+    Raises:
+        InputError: no config.json, or one that is hostile (see `persist.check_encoder_config`).
+    """
+    from .. import safeio
+    from .persist import MAX_CONFIG_BYTES, check_encoder_config
+
+    config_path = folder / "config.json"
+    config = safeio.read_json(config_path, what="model config", max_bytes=MAX_CONFIG_BYTES)
+    weights = [folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()]
+    size = sum(safeio.check_regular(w, what="weights").st_size for w in weights) if weights else None
+    check_encoder_config(config, str(config_path), weights_bytes=size)
 
 
 def joint_encoder_class():

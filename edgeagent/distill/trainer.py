@@ -255,9 +255,9 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
             break  # early stopping on the eval metric
     epochs_bar.close()
     if best_state is None and folder and (folder / "best.safetensors").is_file():
-        from safetensors.torch import load_file
+        from .persist import read_safetensors
 
-        best_state = load_file(str(folder / "best.safetensors"))
+        best_state = read_safetensors(folder / "best.safetensors", what="checkpoint")
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -323,14 +323,45 @@ def _save_checkpoint(folder: Path, model, projection, optimizer, scheduler, gene
 
 
 def _load_checkpoint(folder: Path, model, projection, optimizer, scheduler, generator, torch) -> dict:
-    from safetensors.torch import load_file
+    """Restore a checkpoint; what is in it came from disk, so every way it can be wrong is an InputError.
 
-    model.load_state_dict(load_file(str(folder / "last.safetensors")))
-    saved = torch.load(folder / "trainer_state.pt", weights_only=True)  # never unpickle code
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    generator.set_state(saved["generator"])
-    torch.set_rng_state(saved["torch_rng"])  # dropout continues as if never interrupted
-    if projection is not None and saved["projection"] is not None:
-        projection.load_state_dict(saved["projection"])
-    return json.loads(saved["state"])
+    Raises:
+        InputError: weights that are not safetensors or do not fit, a trainer state that is not a
+            weights-only torch file (a pickle that would run code is refused, never run) or lacks fields.
+    """
+    from .. import safeio
+    from .persist import read_safetensors
+
+    def broken(reason: str) -> InputError:
+        return InputError(f"checkpoint {folder} {reason}; delete the folder to train from the start",
+                          field=str(folder))
+
+    try:
+        model.load_state_dict(read_safetensors(folder / "last.safetensors", what="checkpoint"))
+    except RuntimeError as exc:
+        raise broken(f"does not fit this model ({exc})") from None
+    state_path = folder / "trainer_state.pt"
+    safeio.check_regular(state_path, what="checkpoint", error=lambda reason: broken(f"trainer_state.pt {reason}"))
+    try:
+        saved = torch.load(state_path, weights_only=True)  # never unpickle code
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... on hostile files
+        raise broken(f"trainer_state.pt cannot be read safely ({type(exc).__name__}: "
+                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])  # dropout continues as if never interrupted
+        if projection is not None and saved["projection"] is not None:
+            projection.load_state_dict(saved["projection"])
+        # The best score starts at -inf, which json writes as -Infinity.
+        state = safeio.loads_json(saved["state"], what="trainer state", allow_nan=True, error=broken)
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise broken(f"trainer_state.pt does not hold a trainer state ({type(exc).__name__}: {exc})") from None
+    kinds = {"epoch": int, "stale": int, "best": (int, float), "history": list}
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), t) for k, t in kinds.items()) \
+            or state["epoch"] < 0:
+        raise broken("trainer_state.pt does not hold a trainer state (epoch, best, stale, history)")
+    return state

@@ -8,6 +8,7 @@ share one path and name no workload.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -58,14 +59,19 @@ def score(task, model, examples) -> dict[str, float]:
 
 
 def export_model(task, model, path: str | os.PathLike) -> Path:
-    """Parity-checked ONNX export with the task's names and dynamic axes."""
+    """Parity-checked ONNX export with the task's names and dynamic axes, and the task itself in the
+    model's metadata (`tasks.base.TASK_METADATA_KEY`)."""
     import torch
 
     from ..export import export
 
+    from ..tasks.base import TASK_METADATA_KEY
+
     spec = task.export_spec()
+    # The task travels inside the model, so an agent folder can check its agent.json against it.
     export(model, spec.example_inputs(torch), path, input_names=list(spec.input_names),
-           output_names=list(spec.output_names), dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()})
+           output_names=list(spec.output_names), dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()},
+           metadata={TASK_METADATA_KEY: json.dumps(task.to_json(), sort_keys=True)})
     return Path(path)
 
 

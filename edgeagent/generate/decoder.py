@@ -181,9 +181,10 @@ class KVCache:
     before each one (cumsum(mask) - 1, clipped at 0).
     """
 
-    def __init__(self, decoder: Decoder, batch: int) -> None:
-        layout = decoder.layout
-        self._session = decoder.session
+    def __init__(self, decoder: Decoder | None, batch: int, *, session: Session | None = None,
+                 layout: DecoderLayout | None = None) -> None:
+        layout = decoder.layout if decoder is not None else layout
+        self._session = decoder.session if decoder is not None else session
         empty = np.zeros((batch, layout.num_kv_heads, 0, layout.head_dim), layout.kv_dtype)
         self._past_names = [f"past_key_values.{i}.{kind}" for i in range(layout.num_layers)
                             for kind in ("key", "value")]
@@ -240,6 +241,28 @@ class KVCache:
         self.past = [p[rows] for p in self.past]
         self.attention_mask = self.attention_mask[rows]
         self.next_position = self.next_position[rows]
+
+
+def probe(session: Session, metadata: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Run a decoder Session as generation would, without its tokenizer: a three-token prefill,
+    then one decode step on the cache it left. How a freshly compiled decoder artifact is proven
+    to load and answer finite logits before it is kept (`pipeline.verify_artifact`).
+
+    Returns:
+        {"prefill_logits": [1, 3, vocab], "decode_logits": [1, 1, vocab]}.
+
+    Raises:
+        UnsupportedModel: the Session is not a decoder of the contract.
+    """
+    own = getattr(session, "decoder_cache", None)
+    if own is not None:
+        cache: Any = own(1)
+    else:
+        cache = KVCache(None, 1, session=session, layout=DecoderLayout.from_signature(session, metadata or {}))
+    # Ids 1..4 exist in every vocabulary a decoder has; which tokens they are does not matter here.
+    prefill = np.asarray(cache.step(np.array([[1, 2, 3]], np.int64)))
+    decode = np.asarray(cache.step(np.array([[4]], np.int64)))
+    return {"prefill_logits": prefill, "decode_logits": decode}
 
 
 def step_inputs(attention_mask: np.ndarray, next_position: np.ndarray, tokens: np.ndarray,

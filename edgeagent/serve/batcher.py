@@ -5,7 +5,8 @@ it in a single worker thread, so the event loop keeps parsing and answering HTTP
 runs. Nothing waits for a batch to fill: at low load every utterance runs alone, under load the
 queue forms batches by itself. A request that times out or whose client leaves cancels its
 future; the batcher skips cancelled ones and never writes to a finished future, so no state is
-left half-updated.
+left half-updated. When a model call fails, each utterance of the batch is retried alone, so only
+the utterance the model fails on gets the error, not its batch mates from other clients.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import collections
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+
+# After this many model calls in a row that failed every utterance, /healthz reports "failing".
+FAILING_AFTER = 3
 
 
 class QueueFull(Exception):
@@ -35,6 +40,8 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="edgeagent-infer")
+        self.consecutive_failures = 0  # model calls in a row with no utterance answered
+        self.last_error: str | None = None
 
     @property
     def depth(self) -> int:
@@ -75,22 +82,37 @@ class Batcher:
                 if not batch:
                     continue
                 self._running = len(batch)
-                start = time.perf_counter()
                 try:
-                    calls = await loop.run_in_executor(self._executor, self.agent.act_batch,
-                                                       [text for text, _ in batch])
-                except Exception as exc:  # the model failed: every request in the batch gets it
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                else:
-                    if self._on_batch is not None:
-                        self._on_batch(calls, time.perf_counter() - start)
-                    for (_, future), call in zip(batch, calls):
-                        if not future.done():
-                            future.set_result(call)
+                    await self._run(loop, batch)
                 finally:
                     self._running = 0
+
+    async def _run(self, loop, batch: list[tuple[str, asyncio.Future]]) -> None:
+        """One model call for the batch; if it fails, one call per utterance, so each gets its own
+        answer or its own error."""
+        start = time.perf_counter()
+        try:
+            calls = await loop.run_in_executor(self._executor, self.agent.act_batch, [text for text, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                self._failed(exc)
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            for item in batch:
+                if not item[1].done():
+                    await self._run(loop, [item])
+            return
+        self.consecutive_failures = 0
+        if self._on_batch is not None:
+            self._on_batch(calls, time.perf_counter() - start)
+        for (_, future), call in zip(batch, calls):
+            if not future.done():
+                future.set_result(call)
+
+    def _failed(self, exc: Exception) -> None:
+        self.consecutive_failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the task and the inference thread."""

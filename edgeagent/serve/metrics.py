@@ -45,6 +45,8 @@ class ServeMetrics:
         self.queue_depth = Gauge("edgeagent_queue_depth", "Utterances waiting or running", registry=r)
         self.rejected = Counter("edgeagent_rejected_requests",
                                 "Requests refused before the model, by reason", ["reason"], registry=r)
+        self.disconnects = Counter("edgeagent_client_disconnects",
+                                   "Clients that disconnected before their request was read", registry=r)
         self.model_info = Gauge("edgeagent_model_info", "The artifact being served",
                                 ["backend", "precision", "recipe", "sha256"], registry=r)
         self._recent: collections.deque[bool] = collections.deque(maxlen=window)
@@ -67,7 +69,7 @@ class ServeMetrics:
                 self.truncated.inc()
         self.not_understood_ratio.set(self._recent_not_understood / len(self._recent))
 
-    def observe_request(self, path: str, method: str, status: int, seconds: float) -> None:
+    def observe_request(self, path: str, method: str, status: int | str, seconds: float) -> None:
         path = path if path in ROUTES else "other"
         self.requests.labels(path, method if method in ("GET", "POST") else "other", str(status)).inc()
         self.request_latency.labels(path).observe(seconds)

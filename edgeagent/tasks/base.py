@@ -19,6 +19,23 @@ from ..errors import ArtifactError, InputError
 from ..ir import TensorSpec
 
 NOT_UNDERSTOOD = "not_understood"
+MAX_LABELS = 1_000_000
+# metadata_props key under which an exported model carries the task (labels included) it was
+# trained for, so an agent folder whose agent.json lists other labels (reversed, another model's)
+# is refused instead of answering confidently wrong.
+TASK_METADATA_KEY = "edgeagent.task"
+TUNED_FIELDS = ("threshold", "temperature")  # what calibration may change after export
+
+
+def same_labels(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two task descriptions (`to_json()`) agree on everything but what calibration tunes
+    after export (the rejection threshold and the softmax temperature)."""
+    def view(d: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k not in TUNED_FIELDS}
+
+    return view(a) == view(b)
+
+
 IGNORE = -100  # label of special and padding tokens, as torch's cross-entropy expects
 
 
@@ -190,15 +207,27 @@ def softmax_confidence(logits: np.ndarray) -> tuple[int, float]:
     return best, 1.0 / float(np.exp(logits.astype(np.float64) - float(logits[best])).sum())
 
 
+def require_fraction(value: Any, what: str) -> float:
+    """A number in [0, 1] (a threshold), from JSON or Python.
+
+    Raises:
+        InputError: anything else (a string, NaN, a number outside the range).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise InputError(f"{what} must be a number in [0, 1], got {value!r:.40}", field=what)
+    return float(value)
+
+
 def require_labels(values: Any, what: str) -> list[str]:
     """A non-empty list of distinct strings (class or tag names).
 
     Raises:
         InputError: anything else, naming `what`.
     """
-    if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
-        raise InputError(f"{what} must be a non-empty list of strings, got {type(values).__name__}",
-                         field=what)
+    if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values) \
+            or len(values) > MAX_LABELS:
+        raise InputError(f"{what} must be a non-empty list of at most {MAX_LABELS} strings, got "
+                         f"{type(values).__name__}", field=what)
     if len(set(values)) != len(values):
         raise InputError(f"{what} holds duplicate names", field=what)
     return list(values)

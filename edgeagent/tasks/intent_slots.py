@@ -20,15 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
 from ..ir import TensorSpec
-from .base import (IGNORE, NOT_UNDERSTOOD, ExportSpec, Head, ToolCall, check_head_widths, require_labels,
-                   softmax_confidence)
+from .base import (IGNORE, NOT_UNDERSTOOD, ExportSpec, Head, ToolCall, check_head_widths, require_fraction,
+                   require_labels, softmax_confidence)
+from .text import TextGate, clean_text, highest_id
 
 NAME = "intent-slots"
 INPUTS = ("input_ids", "attention_mask")
 OUTPUTS = ("intent_logits", "slot_logits")
 DEFAULT_MAX_LENGTH = 64
+MAX_LENGTH = 8192
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -176,7 +178,8 @@ class IntentSlotTask:
         value_table: slot → {spoken words → value} for closed lists (default none).
         max_length: longest token sequence the models take (default 64); longer text is cut.
         threshold: intent confidence below which the reader answers `not_understood` (default 0.5).
-        language: recorded with the task (default "en").
+        language: the ISO 639-1 code of the model's language (default "en"); text with no letter of
+            its script is not understood. None: no script check.
         intent_slots: intent → the slots it can take (default none known): a caller's context area
             fills only intents that take an area.
         temperature: divides the intent logits before the softmax (default 1.0); fitted on held-out
@@ -186,7 +189,8 @@ class IntentSlotTask:
     to say when it does not understand, and answering it is not understanding.
 
     Raises:
-        InputError: empty or duplicate label names, a tag list without "O", a bad length or threshold.
+        InputError: empty or duplicate label names, a tag list without "O", a bad length, threshold,
+            value table or language.
     """
 
     name = NAME
@@ -201,13 +205,18 @@ class IntentSlotTask:
         self.tags = require_labels(tags, "tags")
         if "O" not in self.tags:
             raise InputError("tags must include 'O' (outside any slot)", field="tags")
-        if not isinstance(max_length, int) or max_length < 2:
-            raise InputError(f"max_length must be an integer of at least 2, got {max_length!r}", field="max_length")
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise InputError(f"threshold must be in [0, 1], got {threshold!r}", field="threshold")
+        if type(max_length) is not int or not 2 <= max_length <= MAX_LENGTH:
+            raise InputError(f"max_length must be an integer from 2 to {MAX_LENGTH}, got {max_length!r:.40}",
+                             field="max_length")
+        threshold = require_fraction(threshold, "threshold")
+        if value_table is not None and (not isinstance(value_table, Mapping) or not all(
+                isinstance(t, Mapping) and all(isinstance(k, str) for k in t) for t in value_table.values())):
+            raise InputError("value_table must map each slot to an object of spoken words → value", field="value_table")
+        if language is not None and not isinstance(language, str):
+            raise InputError(f"language must be a language code such as 'en', got {language!r:.40}", field="language")
         self.value_table = {str(slot): {str(k): v for k, v in table.items()}
                             for slot, table in (value_table or {}).items()}
-        self.max_length, self.threshold, self.language = max_length, float(threshold), language
+        self.max_length, self.threshold, self.language = max_length, threshold, language
         if not (isinstance(temperature, (int, float)) and 0.01 <= float(temperature) <= 100):
             raise InputError(f"temperature must be a number in [0.01, 100], got {temperature!r}", field="temperature")
         self.temperature = float(temperature)
@@ -298,7 +307,12 @@ class IntentSlotTask:
 
 
 class IntentSlotReader:
-    """Tokenizer + the task's labels + slot-value normalisation: text → ToolCall on a Session."""
+    """Tokenizer + the task's labels + slot-value normalisation: text → ToolCall on a Session.
+
+    Text is cleaned first (terminal escapes, control characters and lone surrogates removed), and
+    text with no letter of the task's language, or whose word pieces are mostly [UNK], is not
+    understood without reaching the model (`tasks.text.TextGate`).
+    """
 
     def __init__(self, task: IntentSlotTask, tokenizer, *, threshold: float | None = None) -> None:
         self.task, self.tokenizer = task, tokenizer
@@ -306,6 +320,7 @@ class IntentSlotReader:
         self.max_length = task.max_length
         self.threshold = task.threshold if threshold is None else float(threshold)
         self.value_table = task.value_table
+        self.gate = TextGate(tokenizer, task.language)
         tokenizer.no_truncation()  # truncation is done here, so that it can be reported
 
     def encode(self, text: str):
@@ -316,32 +331,50 @@ class IntentSlotReader:
             ids = ids[:self.max_length - 1] + ids[-1:]
         return np.asarray([ids], np.int64), encoding, truncated
 
+    def check(self, session) -> None:
+        """Fail now, not on a user's request, when this tokenizer and labels do not fit the model: the
+        tokenizer's highest id must be inside the model's embedding and the outputs as wide as the labels.
+
+        Raises:
+            ArtifactError: naming what does not fit.
+        """
+        top = highest_id(self.tokenizer)
+        ids = np.asarray([[top]], np.int64)
+        try:
+            outputs = session.run(self._feeds(session, ids, np.ones_like(ids)))
+        except Exception as exc:  # a runtime's own error for an index past the embedding
+            raise ArtifactError(f"the model fails on token id {top}, the tokenizer's highest, so the tokenizer "
+                                f"belongs to another model ({type(exc).__name__}: {exc})") from None
+        for name, labels in (("intent_logits", self.intents), ("slot_logits", self.tags)):
+            width = np.asarray(outputs[name]).shape[-1]
+            if width != len(labels):
+                raise ArtifactError(f"output {name!r} has {width} classes but the task lists {len(labels)} "
+                                    "labels; the labels belong to another model")
+
     def act(self, session, text: str) -> ToolCall:
-        start = time.perf_counter()
-        if not isinstance(text, str) or not text.strip():
-            return ToolCall(NOT_UNDERSTOOD, text=text if isinstance(text, str) else "",
-                            latency_ms=(time.perf_counter() - start) * 1e3)
-        ids, encoding, truncated = self.encode(text)
-        outputs = session.run(self._feeds(session, ids, np.ones_like(ids)))
-        call = self.decode(outputs["intent_logits"][0], outputs["slot_logits"][0], encoding, text)
-        call.truncated = truncated
-        call.latency_ms = (time.perf_counter() - start) * 1e3
-        return call
+        """One utterance; never raises for bad text (empty or unreadable text is not understood)."""
+        return self.act_batch(session, [text])[0]
 
     def act_batch(self, session, texts: Sequence[str]) -> list[ToolCall]:
         """act() for many utterances in one model call, padded to the longest.
 
         Gives the same calls as act() one by one (padding is masked); each call's latency_ms is
-        the whole batch's time, which is what each caller waited for. Empty or non-string items
-        are not understood and do not reach the model.
+        the whole batch's time, which is what each caller waited for. Empty, non-string or
+        unreadable items are not understood and do not reach the model.
         """
         start = time.perf_counter()
         calls: list[ToolCall | None] = [None] * len(texts)
-        live = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-        for i in set(range(len(texts))) - set(live):
-            calls[i] = ToolCall(NOT_UNDERSTOOD, text=texts[i] if isinstance(texts[i], str) else "")
+        live, encoded = [], []
+        for i, raw in enumerate(texts):
+            text = self.gate.clean(raw)
+            if text is not None:
+                item = self.encode(text)
+                if not self.gate.mostly_unknown(item[1]):
+                    live.append((i, text))
+                    encoded.append(item)
+                    continue
+            calls[i] = ToolCall(NOT_UNDERSTOOD, text=clean_text(raw) if isinstance(raw, str) else "")
         if live:
-            encoded = [self.encode(texts[i]) for i in live]
             width = max(ids.shape[1] for ids, _, _ in encoded)
             ids = np.zeros((len(live), width), np.int64)  # 0 is [PAD] in BERT vocabularies
             mask = np.zeros_like(ids)
@@ -349,10 +382,10 @@ class IntentSlotReader:
                 ids[row, :item_ids.shape[1]] = item_ids[0]
                 mask[row, :item_ids.shape[1]] = 1
             outputs = session.run(self._feeds(session, ids, mask))
-            for row, (i, (item_ids, encoding, truncated)) in enumerate(zip(live, encoded)):
+            for row, ((i, text), (item_ids, encoding, truncated)) in enumerate(zip(live, encoded)):
                 length = item_ids.shape[1]
                 call = self.decode(outputs["intent_logits"][row], outputs["slot_logits"][row, :length],
-                                   encoding, texts[i])
+                                   encoding, text)
                 call.truncated = truncated
                 calls[i] = call
         elapsed = (time.perf_counter() - start) * 1e3

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
 from ..ir import TensorSpec
-from .base import (NOT_UNDERSTOOD, ExportSpec, Head, ToolCall, check_head_widths, require_labels,
-                   softmax_confidence)
+from .base import (NOT_UNDERSTOOD, ExportSpec, Head, ToolCall, check_head_widths, require_fraction,
+                   require_labels, softmax_confidence)
+from .text import TextGate, clean_text, highest_id
 
 NAME = "sequence-classification"
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -45,9 +46,11 @@ class SequenceClassificationTask:
         output: the output that holds the logits (default None: the model's first output).
         threshold: confidence below which the reader answers `not_understood` (default 0.0).
         max_length: longest token sequence a text reader feeds (default 128).
+        language: the ISO 639-1 code of the model's language, for reading text (default None: text in
+            any script is read).
 
     Raises:
-        InputError: empty or duplicate labels, a threshold outside [0, 1].
+        InputError: empty or duplicate labels, a threshold outside [0, 1], a bad length or language.
     """
 
     name = NAME
@@ -55,11 +58,16 @@ class SequenceClassificationTask:
     batch_invariant = True
 
     def __init__(self, labels: Sequence[str] | None = None, *, output: str | None = None,
-                 threshold: float = 0.0, max_length: int = 128) -> None:
+                 threshold: float = 0.0, max_length: int = 128, language: str | None = None) -> None:
         self.labels = require_labels(labels, "labels") if labels is not None else None
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise InputError(f"threshold must be in [0, 1], got {threshold!r}", field="threshold")
-        self.output, self.threshold, self.max_length = output, float(threshold), int(max_length)
+        threshold = require_fraction(threshold, "threshold")
+        if type(max_length) is not int or not 2 <= max_length <= 8192:
+            raise InputError(f"max_length must be an integer from 2 to 8192, got {max_length!r:.40}",
+                             field="max_length")
+        for name, value in (("output", output), ("language", language)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{name} must be a string, got {value!r:.40}", field=name)
+        self.output, self.threshold, self.max_length, self.language = output, threshold, max_length, language
 
     @property
     def heads(self) -> tuple[Head, ...]:
@@ -99,12 +107,12 @@ class SequenceClassificationTask:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "labels": self.labels, "output": self.output, "threshold": self.threshold,
-                "max_length": self.max_length}
+                "max_length": self.max_length, "language": self.language}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SequenceClassificationTask:
         return cls(data.get("labels"), output=data.get("output"), threshold=data.get("threshold", 0.0),
-                   max_length=data.get("max_length", 128))
+                   max_length=data.get("max_length", 128), language=data.get("language"))
 
 
 class TextClassificationReader:
@@ -112,14 +120,35 @@ class TextClassificationReader:
 
     def __init__(self, task: SequenceClassificationTask, tokenizer, *, threshold: float) -> None:
         self.task, self.tokenizer, self.threshold = task, tokenizer, float(threshold)
+        self.gate = TextGate(tokenizer, task.language)
         tokenizer.no_truncation()
         tokenizer.no_padding()
 
-    def _encode(self, text: str) -> tuple[list[int], bool]:
-        ids = self.tokenizer.encode(text).ids
+    def _encode(self, text: str) -> tuple[list[int], bool, bool]:
+        """(ids, truncated, mostly unknown)."""
+        encoding = self.tokenizer.encode(text)
+        ids = encoding.ids
+        unknown = self.gate.mostly_unknown(encoding)
         if len(ids) > self.task.max_length:
-            return ids[:self.task.max_length - 1] + ids[-1:], True
-        return ids, False
+            return ids[:self.task.max_length - 1] + ids[-1:], True, unknown
+        return ids, False, unknown
+
+    def check(self, session) -> None:
+        """Raise ArtifactError now when the tokenizer's highest id is outside the model's embedding or
+        the logits are not as wide as the labels (see IntentSlotReader.check)."""
+        top = highest_id(self.tokenizer)
+        try:
+            logits = self.task.logits(session.run(self._feeds(session, [[top]])))
+        except InputError:
+            raise
+        except Exception as exc:  # a runtime's own error for an index past the embedding
+            raise ArtifactError(f"the model fails on token id {top}, the tokenizer's highest, so the tokenizer "
+                                f"belongs to another model ({type(exc).__name__}: {exc})") from None
+        if logits is None:
+            raise ArtifactError("the model has no float output to read classes from")
+        if self.task.labels is not None and logits.shape[-1] != len(self.task.labels):
+            raise ArtifactError(f"the model's logits have {logits.shape[-1]} classes but the task lists "
+                                f"{len(self.task.labels)} labels; the labels belong to another model")
 
     def _feeds(self, session, rows: list[list[int]]) -> dict[str, np.ndarray]:
         names = {s.name for s in session.inputs}
@@ -148,14 +177,20 @@ class TextClassificationReader:
     def act_batch(self, session, texts: Sequence[str]) -> list[ToolCall]:
         start = time.perf_counter()
         calls: list[ToolCall | None] = [None] * len(texts)
-        live = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-        for i in set(range(len(texts))) - set(live):
-            calls[i] = ToolCall(NOT_UNDERSTOOD, text=texts[i] if isinstance(texts[i], str) else "")
+        live, encoded = [], []
+        for i, raw in enumerate(texts):
+            text = self.gate.clean(raw)
+            if text is not None:
+                ids, truncated, unknown = self._encode(text)
+                if not unknown:
+                    live.append((i, text))
+                    encoded.append((ids, truncated))
+                    continue
+            calls[i] = ToolCall(NOT_UNDERSTOOD, text=clean_text(raw) if isinstance(raw, str) else "")
         if live:
-            encoded = [self._encode(texts[i]) for i in live]
             logits = self.task.logits(session.run(self._feeds(session, [ids for ids, _ in encoded])))
-            for row, (i, (_, truncated)) in enumerate(zip(live, encoded)):
-                calls[i] = self._call(logits[row].reshape(-1), texts[i], truncated)
+            for row, ((i, text), (_, truncated)) in enumerate(zip(live, encoded)):
+                calls[i] = self._call(logits[row].reshape(-1), text, truncated)
         elapsed = (time.perf_counter() - start) * 1e3
         for call in calls:
             call.latency_ms = elapsed

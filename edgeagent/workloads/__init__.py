@@ -99,10 +99,7 @@ class NpzClassification:
     def eval_batches(self, inputs):
         arrays = self._load(inputs)
         size = self.eval_batch if batch_axis_dynamic(inputs) else 1
-        for start in range(0, arrays.count, size):
-            feeds = {n: np.ascontiguousarray(a[start:start + size]) for n, a in arrays.arrays.items()}
-            labels = None if arrays.labels is None else arrays.labels[start:start + size]
-            yield feeds, labels
+        yield from arrays.batches(size, with_labels=True)
 
     def timing_feeds(self, inputs, count):
         arrays = self._load(inputs)

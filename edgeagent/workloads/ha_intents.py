@@ -425,16 +425,14 @@ def default_tokenizer_path() -> Path:
 
 def load_tokenizer(path: str | os.PathLike | None = None, max_length: int = 64):
     """A `tokenizers.Tokenizer` that truncates to `max_length` and does not pad."""
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        raise InputError("the ha-intents workload needs tokenizers: pip install 'edgeagent[agent]'") from None
+    from ..tasks.text import load_tokenizer as read_tokenizer
+
     path = Path(path) if path else default_tokenizer_path()
     if path.is_dir():
         path = path / "tokenizer.json"
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"tokenizer file {path} does not exist", field="tokenizer")
-    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer = read_tokenizer(path)  # a regular file, size-capped, a typed error if it is not a tokenizer
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     return tokenizer
