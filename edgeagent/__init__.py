@@ -36,7 +36,7 @@ _EXPORTS = {
     "list_backends": "edgeagent.backend",
 }
 
-__all__ = sorted([*_EXPORTS, "errors", "__version__"])
+__all__ = sorted([*_EXPORTS, "errors", "generate", "__version__"])
 
 if TYPE_CHECKING:
     from .artifact import Artifact, open_artifact
@@ -51,8 +51,8 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        if name == "errors":
-            return importlib.import_module("edgeagent.errors")
+        if name in ("errors", "generate"):  # `edgeagent.generate(...)`: the package is callable
+            return importlib.import_module(f"edgeagent.{name}")
         raise AttributeError(f"module 'edgeagent' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

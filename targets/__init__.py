@@ -210,9 +210,9 @@ def parse_target(data: Mapping[str, Any], *, source: str) -> Target:
         if extra:
             raise TargetError(f"{where}: unknown field(s) {extra}", field=extra[0])
         precisions = tuple(_require(table, "precisions", list, where, optional=True) or ("fp32", "int8"))
-        bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+        bad = [p for p in precisions if p not in ("fp32", "fp16", "int8", "int4")]
         if bad:
-            raise TargetError(f"{where}: field 'precisions' has {bad}; valid: fp32, fp16, int8",
+            raise TargetError(f"{where}: field 'precisions' has {bad}; valid: fp32, fp16, int8, int4 (decoders only)",
                               field="precisions")
         if not all(isinstance(p, str) for p in precisions):
             raise TargetError(f"{where}: field 'precisions' must be a list of strings", field="precisions")

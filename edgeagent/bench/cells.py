@@ -80,7 +80,8 @@ def run_cell(cell: Cell, context: RunContext) -> dict[str, Any]:
         record["cold_start"] = {"compile_s": compiled.result["compile_s"]}
         record["recipe"] = compiled.result.get("recipe")
         reference = cell.model["path"]
-        reference_cache = {"path": str(context.workdir / f"reference-{cell.model['sha256'][:16]}.npz"),
+        suffix = "json" if cell.model.get("task") else "npz"  # decoders cache greedy tokens, encoders outputs
+        reference_cache = {"path": str(context.workdir / f"reference-{cell.model['sha256'][:16]}.{suffix}"),
                            "model": cell.model["sha256"]}
     else:
         artifact_dir = Path(cell.model["path"])
@@ -143,10 +144,25 @@ def summarise(runs: list[dict[str, Any]], context: RunContext, cell: Cell) -> di
         summary["device_latency"] = {
             kind: {stat: median([r["device_latency"][kind][stat] for r in runs]) for stat in ("p50", "p90", "p99")}
             for kind in first["device_latency"]}
+    if first.get("generation"):
+        summary["generation"] = _median_generation([r["generation"] for r in runs])
     for key in ("accuracy", "primary_metric", "agreement", "eval_samples"):
         if key in first:
             summary[key] = first[key]
     return summary
+
+
+def _median_generation(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per shape, the median of each figure across the repeats (each repeat's are medians already)."""
+    shapes = []
+    for i, row in enumerate(runs[0]["shapes"]):
+        merged = dict(row)
+        for key, value in row.items():
+            if isinstance(value, float):
+                merged[key] = median([r["shapes"][i][key] for r in runs])
+        merged["repeats"] = len(runs)
+        shapes.append(merged)
+    return {**runs[0], "shapes": shapes}
 
 
 def _choose_recipe(cell: Cell, context: RunContext, artifact_dir: Path) -> StageOutcome:

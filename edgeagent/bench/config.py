@@ -23,6 +23,11 @@ class BenchProtocol:
         batch: batch size of the throughput run where the batch axis is dynamic (default 8; 1 skips).
         timing_inputs: distinct inputs cycled through while timing (default 64).
         max_cv: above this robust within-run CV, or spread across repeats, a cell is `unstable`.
+        prompt_tokens, new_tokens: decoders' shapes, every prompt length × every output length
+            (default 32/128/512 × 32/128).
+        generation_runs: timed runs per decoder shape in each process, after one warm-up (default 3).
+        agreement_prompts, agreement_tokens: decoders' greedy agreement with the float32 reference
+            over this many prompts (the workload's, else built-in ones) × tokens (default 200 × 32).
     """
 
     warmup_calls: int = 10
@@ -33,6 +38,11 @@ class BenchProtocol:
     batch: int = 8
     timing_inputs: int = 64
     max_cv: float = 0.10
+    prompt_tokens: tuple[int, ...] = (32, 128, 512)
+    new_tokens: tuple[int, ...] = (32, 128)
+    generation_runs: int = 3
+    agreement_prompts: int = 200
+    agreement_tokens: int = 32
 
     @classmethod
     def release(cls) -> BenchProtocol:
@@ -40,7 +50,14 @@ class BenchProtocol:
         return cls(warmup_calls=100, warmup_s=5.0, min_calls=1024, min_time_s=60.0, repeats=5)
 
     def check(self) -> None:
-        for name in ("warmup_calls", "min_calls", "repeats", "batch", "timing_inputs"):
+        for name in ("prompt_tokens", "new_tokens"):
+            values = getattr(self, name)
+            if not values or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_000_000
+                                     for v in values):
+                raise InputError(f"{name} must be a non-empty list of positive token counts, got {values!r}",
+                                 field=name)
+        for name in ("warmup_calls", "min_calls", "repeats", "batch", "timing_inputs", "generation_runs",
+                     "agreement_prompts", "agreement_tokens"):
             if getattr(self, name) < (0 if name == "warmup_calls" else 1):
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}", field=name)
         if self.min_time_s < 0 or self.warmup_s < 0 or not 0 < self.max_cv < 10:

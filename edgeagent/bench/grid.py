@@ -48,6 +48,13 @@ def cell_folder_name(name: str) -> str:
 def model_entry(path: str | os.PathLike) -> dict[str, Any]:
     """Describe one model argument: an ONNX file or an artifact folder, checked up front."""
     path = Path(path)
+    if path.is_dir() and not (path / "manifest.json").exists() and (path / "ir.json").is_file():
+        from ..causal.export import TASK, is_decoder
+
+        ir = load(path)  # a decoder IR folder (`export --task text-generation`): compiled per cell
+        if is_decoder(ir):
+            return {"kind": "onnx", "name": path.name, "path": str(path.resolve()), "sha256": ir.sha256,
+                    "task": TASK, "inputs": [s.to_json() for s in ir.inputs]}
     if path.is_dir():
         artifact = open_artifact(path)
         manifest = (path / "manifest.json").read_bytes()
@@ -55,7 +62,8 @@ def model_entry(path: str | os.PathLike) -> dict[str, Any]:
                 "sha256": artifact.manifest.get("source", {}).get("sha256"),
                 "artifact_sha256": hashlib.sha256(manifest).hexdigest(),
                 "backend": artifact.backend, "precision": artifact.precision,
-                "size_bytes": artifact.size_bytes}
+                "size_bytes": artifact.size_bytes,
+                **({"task": "text-generation"} if artifact.capabilities.get("decoder") else {})}
     if not path.exists():
         raise InputError(f"{path} does not exist: give an .onnx model or an artifact folder", field=str(path))
     ir = load(path)
@@ -158,6 +166,8 @@ def skip_reason(cell: Cell, target, fit, device: str | None = None) -> str | Non
     status = entry.backend.available()
     if not status:
         return f"backend {cell.backend} is unavailable here: {status.reason}"
+    if cell.precision == "int4" and not cell.model.get("task"):
+        return "int4 is weight-only quantization for generative decoders; this model is not one"
     capabilities = entry.backend.capabilities()
     if cell.precision != AUTO and Precision.parse(cell.precision) not in capabilities.precisions:
         return f"backend {cell.backend} does not offer {cell.precision} here"

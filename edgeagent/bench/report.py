@@ -93,8 +93,51 @@ def markdown_table(documents: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -
             row = cell_row(cell)
             rows.append("| " + " | ".join(_fmt(row[c]) for c in COLUMNS) + " |")
         parts.append("\n".join(rows))
+        generation = generation_table(document)
+        if generation:
+            parts.append(generation)
     parts.append(f"_{SPREAD_LEGEND}._")
     return "\n\n".join(parts)
+
+
+GENERATION_COLUMNS = ("cell", "prompt", "new", "ttft_ms", "tpot_ms", "decode_tok_s", "prefill_tok_s", "kv_mib")
+
+
+def generation_rows(cell: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (prompt, new tokens) shape of a decoder cell (none for other cells)."""
+    rows = []
+    for shape in (cell.get("generation") or {}).get("shapes", []):
+        rows.append({"cell": cell["name"], "prompt": shape["prompt_tokens"], "new": shape["new_tokens"],
+                     "ttft_ms": _ms(shape.get("ttft_s")), "tpot_ms": _ms(shape.get("tpot_s")),
+                     "decode_tok_s": shape.get("decode_tokens_per_s"),
+                     "prefill_tok_s": shape.get("prefill_tokens_per_s"),
+                     "kv_mib": _mib(shape.get("kv_cache_bytes")), "skipped": shape.get("skipped")})
+    return rows
+
+
+def generation_table(document: Mapping[str, Any]) -> str:
+    """Decoder cells' per-shape figures: time to first token, per output token, tokens/s, KV cache."""
+    rows = [r for cell in document["benchmarks"] if cell.get("status") == "ok" for r in generation_rows(cell)]
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(GENERATION_COLUMNS) + " |", "|" + "---|" * len(GENERATION_COLUMNS)]
+    for row in rows:
+        values = [row[c] for c in GENERATION_COLUMNS]
+        if row["skipped"]:
+            values[3:] = [f"skipped: {row['skipped']}"] + ["–"] * (len(values) - 4)
+        lines.append("| " + " | ".join(_fmt(v) for v in values) + " |")
+    return "Generation (medians; ttft = prefill + first token, tpot = one decode step):\n\n" + "\n".join(lines)
+
+
+def decode_tokens_per_second(cell: Mapping[str, Any]) -> float | None:
+    """A decoder cell's decode tokens/s at its headline shape (what the plot's x axis shows)."""
+    generation = cell.get("generation") or {}
+    head = generation.get("headline") or {}
+    for shape in generation.get("shapes", []):
+        if (shape.get("prompt_tokens"), shape.get("new_tokens")) == (head.get("prompt_tokens"),
+                                                                    head.get("new_tokens")):
+            return shape.get("decode_tokens_per_s")
+    return None
 
 
 
@@ -141,10 +184,14 @@ def plot(documents: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Non
         by_target.setdefault(name + suffix, []).extend(c for c in document["benchmarks"] if c["status"] == "ok")
     if not any(by_target.values()):
         raise InputError("no cell finished with status ok: nothing to plot", field="--plot")
-    rows = len(by_target)
+    generative = {t: [c for c in cells if c.get("generation")] for t, cells in by_target.items()}
+    generative = {t: cells for t, cells in generative.items() if cells}
+    rows = len(by_target) + len(generative)
     fig, axes = plt.subplots(rows, 2, figsize=(13, 4.6 * rows), squeeze=False)
     markers = {"onnxruntime": "o", "openvino": "s", "tensorrt": "^"}
-    colours = {"fp32": "tab:blue", "fp16": "tab:green", "int8": "tab:red"}
+    colours = {"fp32": "tab:blue", "fp16": "tab:green", "int8": "tab:red", "int4": "tab:purple"}
+    for row, (target, cells) in enumerate(generative.items(), start=len(by_target)):
+        _plot_generation(axes[row], target, cells, markers, colours)
     for row, (target, cells) in enumerate(by_target.items()):
         scatter, dist = axes[row]
         points, labels = [], []
@@ -192,6 +239,50 @@ def plot(documents: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_generation(axes, target: str, cells: Sequence[Mapping[str, Any]], markers, colours) -> None:
+    """Decoder cells: decode tokens/s against token agreement (Pareto: faster and more faithful),
+    and time to first token against prompt length per cell."""
+    scatter, ttft = axes
+    points = []
+    for cell in cells:
+        x, y = decode_tokens_per_second(cell), (cell.get("accuracy") or {}).get("token_agreement")
+        if x is None or y is None:
+            continue
+        points.append((x, y))
+        scatter.scatter(x, y, marker=markers.get(cell["backend"], "D"), color=colours.get(cell["precision"], "tab:gray"),
+                        s=60, zorder=3)
+        scatter.annotate(f"{cell['backend']}/{cell['precision']}", (x, y), textcoords="offset points",
+                         xytext=(5, 4), fontsize=7)
+    if points:
+        front = sorted(pareto_front([(-x, y) for x, y in points]), key=lambda i: points[i][0])
+        scatter.plot([points[i][0] for i in front], [points[i][1] for i in front], color="black", linestyle="--",
+                     linewidth=1, zorder=2, label="Pareto frontier")
+        scatter.legend(fontsize=7, loc="lower left")
+    else:
+        scatter.text(0.5, 0.5, "no agreement measured (bench a decoder IR folder, or pass --reference)",
+                     ha="center", va="center", transform=scatter.transAxes)
+    scatter.set_xlabel("decode tokens/s at the headline shape (higher is better)")
+    scatter.set_ylabel("greedy token agreement with float32")
+    scatter.set_title(f"{target}: decoders, tokens/s vs agreement")
+    scatter.grid(True, alpha=0.3)
+    for cell in cells:
+        by_new: dict[int, list[tuple[int, float]]] = {}
+        for shape in cell["generation"]["shapes"]:
+            if shape.get("ttft_s") is not None:
+                by_new.setdefault(shape["new_tokens"], []).append((shape["prompt_tokens"], shape["ttft_s"] * 1000))
+        if by_new:
+            new = min(by_new)
+            xs, ys = zip(*sorted(by_new[new]))
+            ttft.plot(xs, ys, marker=markers.get(cell["backend"], "D"), color=colours.get(cell["precision"]),
+                      label=f"{cell['backend']}/{cell['precision']}")
+    ttft.set_xscale("log", base=2)
+    ttft.set_xlabel("prompt tokens")
+    ttft.set_ylabel("time to first token (ms)")
+    ttft.set_title(f"{target}: decoders, time to first token")
+    ttft.grid(True, which="both", alpha=0.3)
+    ttft.legend(fontsize=7)
 
 
 # --------------------------------------------------------------------------------------------

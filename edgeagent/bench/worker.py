@@ -103,8 +103,8 @@ def run_compile(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     calibration = None
     if spec.get("calibration"):
         calibration = Dataset.from_npz(spec["calibration"], input_names=[s.name for s in ir.inputs])
-    elif spec.get("precision") == "int8" and spec.get("workload"):
-        calibration = _workload(spec).calibration(ir.inputs)
+    elif spec.get("precision") == "int8" and spec.get("workload") and not spec["model"].get("task"):
+        calibration = _workload(spec).calibration(ir.inputs)  # decoders' int8 is weight-only: no data
     start = time.perf_counter()
     artifact = compile_model(ir, spec["backend"], spec["precision"], calibration=calibration,
                              target=_target(spec), out=spec["artifact_dir"],
@@ -247,6 +247,12 @@ def run_measure(spec: dict[str, Any], report: Reporter) -> dict[str, Any]:
     from edgeagent.data import synthetic_feeds
     from edgeagent.pipeline import load_session
 
+    from edgeagent.artifact import open_artifact
+
+    if open_artifact(spec["artifact_dir"]).capabilities.get("decoder"):
+        from edgeagent.bench import generative
+
+        return generative.run_measure(spec, report)
     protocol = spec["protocol"]
     result: dict[str, Any] = {}
     report.stage("load")

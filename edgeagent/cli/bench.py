@@ -11,13 +11,23 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _ints(value: str) -> tuple[int, ...]:
+    import argparse
+
+    try:
+        return tuple(int(v) for v in _csv(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of integers") from None
+
+
 def register(sub) -> None:
     parser = sub.add_parser(
         "bench", help="benchmark models or artifacts across backends and precisions",
         description="Each cell (model × backend × precision) compiles and runs in its own processes; "
                     "a crash, hang or out-of-memory is recorded as that cell's status.")
     parser.add_argument("models", nargs="+", metavar="MODEL_OR_ARTIFACT",
-                        help=".onnx files (compiled per cell) or artifact folders (run as built)")
+                        help=".onnx files or decoder IR folders (compiled per cell), or artifact folders "
+                             "(run as built)")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--workload", help="a registered workload (data, timing inputs, metrics)")
     data.add_argument("--eval", metavar="FILE.npz", help="one array per input name plus `labels`")
@@ -33,6 +43,15 @@ def register(sub) -> None:
     parser.add_argument("--warmup", type=int, help="warm-up calls (default 10)")
     parser.add_argument("--batch", type=int, help="throughput batch size where the batch axis is dynamic "
                                                   "(default 8; 1 skips)")
+    parser.add_argument("--prompt-tokens", type=_ints, metavar="N,N,…",
+                        help="decoders: prompt lengths in tokens (default 32,128,512)")
+    parser.add_argument("--new-tokens", type=_ints, metavar="N,N,…",
+                        help="decoders: tokens generated per run (default 32,128)")
+    parser.add_argument("--generation-runs", type=int, help="decoders: timed runs per shape (default 3)")
+    parser.add_argument("--agreement-prompts", type=int,
+                        help="decoders: prompts for greedy agreement with float32 (default 200)")
+    parser.add_argument("--agreement-tokens", type=int,
+                        help="decoders: greedy tokens per agreement prompt (default 32)")
     parser.add_argument("--max-cv", type=float, help="flag cells `unstable` above this variation (default 0.10)")
     parser.add_argument("--release", action="store_true",
                         help="release-grade protocol: ≥1024 calls and ≥60 s per run, 5 repeats")
@@ -45,7 +64,7 @@ def register(sub) -> None:
     parser.add_argument("--device", help="cpu, gpu, gpu.1, npu, …: run every cell there (each backend's own "
                                          "device); cells whose backend cannot are skipped with the reason")
     parser.add_argument("--reference", metavar="MODEL.onnx",
-                        help="fp32 model that artifacts' outputs are compared with")
+                        help="fp32 model (a decoder's IR folder) that artifacts' outputs are compared with")
     parser.add_argument("--gate", action="store_true",
                         help="exit 1 when a cell fails (error, crash, timeout, out of memory) or breaks a target budget")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its journal")
@@ -63,7 +82,10 @@ def handle(args) -> int:
 
     protocol = BenchProtocol.release() if args.release else BenchProtocol()
     overrides = {"repeats": args.repeats, "min_calls": args.min_calls, "min_time_s": args.min_time,
-                 "warmup_calls": args.warmup, "batch": args.batch, "max_cv": args.max_cv}
+                 "warmup_calls": args.warmup, "batch": args.batch, "max_cv": args.max_cv,
+                 "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+                 "generation_runs": args.generation_runs, "agreement_prompts": args.agreement_prompts,
+                 "agreement_tokens": args.agreement_tokens}
     protocol = dataclasses.replace(protocol, **{k: v for k, v in overrides.items() if v is not None})
     options: dict[str, dict[str, str]] = {}
     for key, value in parse_key_values(args.option).items():

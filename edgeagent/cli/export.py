@@ -1,4 +1,5 @@
-"""`edgeagent export SPEC --out FILE`: PyTorch or Hugging Face model → parity-checked ONNX."""
+"""`edgeagent export SPEC --out FILE`: PyTorch or Hugging Face model → parity-checked ONNX;
+`edgeagent export SOURCE --task text-generation --out DIR`: a causal LM → decoder IR folder."""
 
 from __future__ import annotations
 
@@ -17,11 +18,17 @@ def register(sub) -> None:
                     "example_inputs, settings) where settings holds export() keywords such as "
                     "dynamic_axes, or an onnx.ModelProto built in code; or a Hugging Face model folder "
                     "(or hub id) with --task. Shipped examples: edgeagent.examples:tiny_encoder (PyTorch), "
-                    "edgeagent.examples:tiny_classifier (ONNX, no torch needed).")
-    parser.add_argument("spec")
-    parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--task", help="Hugging Face task: text-classification, "
-                                       "token-classification or feature-extraction")
+                    "edgeagent.examples:tiny_classifier (ONNX, no torch needed). With --task "
+                    "text-generation, SOURCE is a causal LM (Hugging Face folder or id, a .gguf file, or "
+                    "`module:function`) and --out a folder: the decoder IR with its KV cache inputs, "
+                    "tokenizer and chat template, proved against transformers.")
+    parser.add_argument("spec", metavar="SPEC")
+    parser.add_argument("--out", required=True, help="the .onnx file to write (a folder for text-generation)")
+    parser.add_argument("--task", help="Hugging Face task: text-classification, token-classification, "
+                                       "feature-extraction or text-generation (a decoder IR folder)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="text-generation: the longest prompt + output the IR admits (default the "
+                             "model's max_position_embeddings)")
     parser.add_argument("--opset", type=int, default=None)
     parser.add_argument("--sequence-length", type=int, default=16,
                         help="example sequence length for Hugging Face models (default 16)")
@@ -34,6 +41,12 @@ def register(sub) -> None:
 def handle(args) -> int:
     from ..export import DEFAULT_ATOL, DEFAULT_RTOL, export, export_hf
 
+    if args.task == "text-generation" or (args.task is None and args.spec.lower().endswith(".gguf")):
+        from ..causal.cli import handle_export
+
+        return handle_export(args)
+    if args.max_length is not None:
+        raise InputError("--max-length applies to --task text-generation only", field="--max-length")
     tolerances = {"atol": args.atol if args.atol is not None else DEFAULT_ATOL,
                   "rtol": args.rtol if args.rtol is not None else DEFAULT_RTOL}
     checked = "parity with PyTorch holds"

@@ -3,8 +3,6 @@
 MODEL is an artifact folder (with `--assets IR_DIR` when it holds no tokenizer) or a decoder IR
 folder. `--chat` sends the prompt as one user message through the chat template; `--tools
 FILE.json` (a list of {name, description, parameters}) constrains the answer to one call.
-
-Register it in `cli/main.py` (import and COMMANDS) at merge: this branch adds new files only.
 """
 
 from __future__ import annotations
@@ -35,17 +33,18 @@ def register(sub) -> None:
                              "answer is one call that validates (implies --chat)")
     parser.add_argument("--assets", default=None, help="folder with tokenizer.json and the configs")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default=None,
+                        help="cpu, gpu, gpu.1, …: where an artifact runs (default: where it was built for)")
     add_format(parser)
     parser.set_defaults(handler=handle)
 
 
 def _tools(path: Path):
+    from .. import safeio
     from ..generate import Tool, ToolRegistry
 
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"--tools {path}: cannot read a JSON list of tools ({exc})", field="--tools") from None
+    items = safeio.read_json(path, what="--tools file", error=lambda reason: InputError(
+        f"--tools {path} {reason}; give a JSON list of tools {{name, description, parameters}}", field="--tools"))
     if not isinstance(items, list) or not all(isinstance(t, dict) for t in items):
         raise InputError(f"--tools {path} must hold a JSON list of {{name, description, parameters}}",
                          field="--tools")
@@ -54,6 +53,21 @@ def _tools(path: Path):
         raise InputError(f"--tools {path}: unknown keys {unknown}; a tool has name, description, "
                          "parameters", field="--tools")
     return ToolRegistry(Tool(**t) for t in items)
+
+
+def _load_options(args) -> dict | None:
+    """--threads, plus the load options that put the model's backend on --device."""
+    options = {"threads": args.threads} if args.threads else {}
+    if args.device:
+        from ..artifact import MANIFEST, open_artifact
+        from ..backend import get_backend
+
+        folder = Path(args.model)
+        name = open_artifact(folder).backend if (folder / MANIFEST).is_file() else "onnxruntime"
+        backend = get_backend(name)
+        _, on_device = backend.split_options(backend.device_options(args.device))
+        options = {**on_device, **options}
+    return options or None
 
 
 def handle(args) -> int:
@@ -66,7 +80,7 @@ def handle(args) -> int:
         prompt = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": args.prompt}]
     registry = _tools(args.tools) if args.tools is not None else None
-    options = {"threads": args.threads} if args.threads else None
+    options = _load_options(args)
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                 "seed": args.seed}
     with load_decoder(args.model, assets=args.assets, options=options) as decoder:

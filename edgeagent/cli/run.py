@@ -1,4 +1,5 @@
-"""`edgeagent run ARTIFACT --inputs FILE.npz [--format json]`."""
+"""`edgeagent run MODEL --inputs FILE.npz [--format json]`: MODEL is an artifact folder, or an
+uncompiled model (an `.onnx` file or an IR folder, a decoder's included), run as is with ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from ._common import add_format, print_json
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("run", help="run an artifact on inputs from an .npz file")
-    parser.add_argument("artifact")
+    parser = sub.add_parser("run", help="run an artifact (or an uncompiled ONNX model) on inputs from an .npz file")
+    parser.add_argument("artifact", metavar="MODEL", help="artifact folder, .onnx file or IR folder")
     parser.add_argument("--inputs", required=True, help=".npz with one array per input")
     parser.add_argument("--threads", type=int, default=None)
     add_format(parser)
@@ -18,9 +19,8 @@ def register(sub) -> None:
 
 def handle(args) -> int:
     from ..data import NpzArrays
-    from ..pipeline import load_session
 
-    with load_session(args.artifact, options={"threads": args.threads} if args.threads else None) as session:
+    with _open(args.artifact, {"threads": args.threads} if args.threads else None) as session:
         arrays = NpzArrays(args.inputs, input_names=[s.name for s in session.inputs])
         outputs = _run_all(session, arrays)
     if args.format == "json":
@@ -34,6 +34,23 @@ def handle(args) -> int:
         with np.printoptions(precision=4, threshold=20, edgeitems=3):
             print(f"  {value}")
     return 0
+
+
+def _open(path: str, options):
+    """An artifact through the backend that built it; anything else as a model ONNX Runtime runs as is
+    (after `edgeagent.load`'s safety checks), as `generate` does with a decoder IR folder."""
+    from pathlib import Path
+
+    from ..artifact import MANIFEST
+    from ..backend import get_backend
+    from ..ir import load
+    from ..pipeline import load_session
+
+    if (Path(path) / MANIFEST).is_file():
+        return load_session(path, options=options)
+    backend = get_backend("onnxruntime")
+    backend.require_available()
+    return backend.open_model(load(path), options=options)
 
 
 def _run_all(session, arrays) -> dict[str, np.ndarray]:

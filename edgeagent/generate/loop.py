@@ -155,11 +155,26 @@ def _is_messages(value: Any) -> bool:
             and all(isinstance(m, Mapping) for m in value))
 
 
+def _is_token_ids(value: Any) -> bool:
+    """Token ids given directly: a list, tuple or 1-D array of integers."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1 and value.size > 0 and np.issubdtype(value.dtype, np.integer)
+    return (isinstance(value, (list, tuple)) and len(value) > 0
+            and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in value))
+
+
 def _encode_prompts(assets: DecoderAssets, prompt: Any, tools: Sequence[Mapping[str, Any]] | None,
-                    add_generation_prompt: bool) -> tuple[list[list[int]], bool]:
+                    add_generation_prompt: bool, vocab: int | None = None) -> tuple[list[list[int]], bool]:
     """Token ids of each prompt, and whether a batch was given."""
 
     def one(item: Any, where: str) -> list[int]:
+        if _is_token_ids(item):  # already tokenized: used as given, no template, no special tokens
+            ids = [int(t) for t in item]
+            bad = [t for t in ids if t < 0 or (vocab is not None and t >= vocab)]
+            if bad:
+                raise InputError(f"{where} holds token ids outside the vocabulary [0, {vocab}): {bad[:5]}",
+                                 field="prompt")
+            return ids
         if isinstance(item, str):
             if tools is not None:
                 raise InputError("tools are declared to the model through its chat template, which "
@@ -172,10 +187,10 @@ def _encode_prompts(assets: DecoderAssets, prompt: Any, tools: Sequence[Mapping[
             text = assets.render_chat(item, tools=tools, add_generation_prompt=add_generation_prompt)
             # The template writes every special token itself, as apply_chat_template assumes.
             return assets.encode(text, add_special_tokens=False)
-        raise InputError(f"{where} must be a string or a list of {{'role', 'content'}} messages, got "
+        raise InputError(f"{where} must be a string, a list of {{'role', 'content'}} messages or token ids, got "
                          f"{type(item).__name__}", field="prompt")
 
-    if isinstance(prompt, str) or _is_messages(prompt):
+    if isinstance(prompt, str) or _is_messages(prompt) or _is_token_ids(prompt):
         prompts, batch = [one(prompt, "the prompt")], False
     elif isinstance(prompt, Sequence) and len(prompt) > 0:
         prompts, batch = [one(p, f"prompt {i}") for i, p in enumerate(prompt)], True
@@ -338,6 +353,7 @@ def _sample_rows(decoder: Decoder, prompts: list[list[int]], options: Generation
     vocab = decoder.vocab_size()
     rngs = [row_generator(options.seed, i) for i in range(len(prompts))]
     eos = frozenset(assets.eos_token_ids)
+    eos_ids = np.array(sorted(t for t in eos if 0 <= t < vocab), np.int64)
     rows = []
     for i, prompt in enumerate(prompts):
         constraint = None if grammar is None else Constraint(grammar, decoder.ll_tokenizer(), vocab)
@@ -378,6 +394,8 @@ def _sample_rows(decoder: Decoder, prompts: list[list[int]], options: Generation
             scores = np.array(last[i], dtype=np.float32)  # a copy: masks write into it
             if row.constraint is not None:
                 row.constraint.apply(scores)
+            if len(row.generated) < options.min_new_tokens and eos_ids.size:
+                scores[eos_ids] = -np.inf
             token = choose(scores, options, rngs[row.index])
             if row.first_sample is None:
                 row.first_sample = time.perf_counter()
@@ -580,6 +598,9 @@ def _prepare(model: ModelSource, prompt_or_messages: Any, options: GenerationOpt
     if grammar is not None and not isinstance(grammar, Grammar):
         raise InputError(f"grammar must be a Grammar or a ToolRegistry, got {type(grammar).__name__}",
                          field="grammar")
+    if grammar is not None and options.min_new_tokens:
+        raise InputError("min_new_tokens with a grammar could forbid the only token that ends the grammar; "
+                         "leave min_new_tokens at 0 when constraining", field="min_new_tokens")
     if grammar is not None and options.num_beams > 1:
         raise InputError("grammar-constrained beam search is not supported; use num_beams=1 with a "
                          "grammar", field="num_beams")
@@ -589,7 +610,7 @@ def _prepare(model: ModelSource, prompt_or_messages: Any, options: GenerationOpt
     owned = None if isinstance(model, (Decoder, Session)) else decoder
     try:
         prompts, batch = _encode_prompts(decoder.assets, prompt_or_messages, declarations,
-                                         add_generation_prompt)
+                                         add_generation_prompt, decoder.vocab_size())
         _check_lengths(prompts, decoder.max_length, batch)
         if grammar is not None:
             grammar.check(decoder.ll_tokenizer())
@@ -604,8 +625,8 @@ def generate(model: ModelSource, prompt_or_messages: Any, *, max_new_tokens: int
              stop: str | Sequence[str] | None = None, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              num_beams: int = 1, length_penalty: float = 1.0, grammar: Any = None,
-             tools: Any = None, assets: Any = None,
-             add_generation_prompt: bool = True) -> GenerationResult | list[GenerationResult]:
+             tools: Any = None, assets: Any = None, add_generation_prompt: bool = True,
+             min_new_tokens: int = 0) -> GenerationResult | list[GenerationResult]:
     """Generate text from a decoder on any backend.
 
     Args:
@@ -613,8 +634,8 @@ def generate(model: ModelSource, prompt_or_messages: Any, *, max_new_tokens: int
             a Decoder or Session passed in stays open),
             an Artifact or artifact folder, or a decoder IR folder (opened and closed here).
         prompt_or_messages: a string; a list of `{"role", "content"}` messages (rendered with
-            the model's chat template); or a list of those, a batch (left-padded, one model call
-            per step for all rows).
+            the model's chat template); token ids (a list or 1-D array of ints, used as given);
+            or a list of those, a batch (left-padded, one model call per step for all rows).
         max_new_tokens: tokens to generate at most (≥ 1).
         stop: a string or strings that end generation; the text ends before it (default None).
         temperature: 0 is greedy (default); above 0 samples.
@@ -631,6 +652,7 @@ def generate(model: ModelSource, prompt_or_messages: Any, *, max_new_tokens: int
         assets: the folder with tokenizer.json and the configs, when `model` is a Session or an
             artifact that lacks them (default None).
         add_generation_prompt: end a chat prompt with the assistant header (default True).
+        min_new_tokens: mask end-of-sequence until this many tokens are out (default 0).
 
     Returns:
         A GenerationResult, or a list of them for a batch.
@@ -645,7 +667,7 @@ def generate(model: ModelSource, prompt_or_messages: Any, *, max_new_tokens: int
     start = time.perf_counter()
     options = GenerationOptions(max_new_tokens=max_new_tokens, stop=stop, temperature=temperature,
                                 top_k=top_k, top_p=top_p, seed=seed, num_beams=num_beams,
-                                length_penalty=length_penalty)
+                                length_penalty=length_penalty, min_new_tokens=min_new_tokens)
     decoder, owned, prompts, batch, grammar = _prepare(model, prompt_or_messages, options, grammar,
                                                        tools, assets, add_generation_prompt)
     try:
@@ -665,7 +687,7 @@ def stream(model: ModelSource, prompt_or_messages: Any, *, max_new_tokens: int,
            stop: str | Sequence[str] | None = None, temperature: float = 0.0,
            top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
            grammar: Any = None, tools: Any = None, assets: Any = None,
-           add_generation_prompt: bool = True) -> GenerationStream:
+           add_generation_prompt: bool = True, min_new_tokens: int = 0) -> GenerationStream:
     """Generate as `generate` does, yielding each step's tokens and text as they come.
 
     Args: as `generate` (beam search does not stream: its best beam is known only at the end).
@@ -679,7 +701,7 @@ def stream(model: ModelSource, prompt_or_messages: Any, *, max_new_tokens: int,
     """
     start = time.perf_counter()
     options = GenerationOptions(max_new_tokens=max_new_tokens, stop=stop, temperature=temperature,
-                                top_k=top_k, top_p=top_p, seed=seed)
+                                top_k=top_k, top_p=top_p, seed=seed, min_new_tokens=min_new_tokens)
     decoder, owned, prompts, batch, grammar = _prepare(model, prompt_or_messages, options, grammar,
                                                        tools, assets, add_generation_prompt)
     results: list[GenerationResult] = []

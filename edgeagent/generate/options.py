@@ -40,6 +40,9 @@ class GenerationOptions:
         num_beams: beam search with this many beams when > 1 (default 1).
         length_penalty: beam scores are sum(log p) / generated_length ** length_penalty, as in
             Hugging Face (default 1.0).
+        min_new_tokens: end-of-sequence tokens are masked out until this many tokens are
+            generated, as transformers' `min_new_tokens` (default 0). Benchmarks set it equal to
+            max_new_tokens so every run decodes the same number of tokens (llama-bench does too).
     """
 
     max_new_tokens: int
@@ -50,6 +53,7 @@ class GenerationOptions:
     seed: int | None = None
     num_beams: int = 1
     length_penalty: float = 1.0
+    min_new_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
@@ -81,6 +85,12 @@ class GenerationOptions:
         if not _is_number(self.length_penalty) or not math.isfinite(self.length_penalty):
             raise InputError(f"length_penalty must be a finite number, got {self.length_penalty!r}",
                              field="length_penalty")
+        if not _is_int(self.min_new_tokens) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise InputError(f"min_new_tokens must be an integer from 0 to max_new_tokens ({self.max_new_tokens}), "
+                             f"got {self.min_new_tokens!r}", field="min_new_tokens")
+        if self.min_new_tokens and self.num_beams > 1:
+            raise InputError("min_new_tokens applies to greedy and sampled generation, not to beam search",
+                             field="min_new_tokens")
         if self.num_beams > 1 and self.temperature > 0:
             raise InputError(f"num_beams={self.num_beams} with temperature={self.temperature}: beam "
                              "search here is deterministic; use temperature=0 with beams, or "

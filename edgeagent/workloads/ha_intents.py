@@ -583,6 +583,11 @@ class HAIntents:
         texts = [e.text for e in self.encoded.examples[:64]]
         return (lambda text: reader.act(session, text)), texts
 
+    def prompts(self, limit: int) -> list[list[dict[str, str]]]:
+        """Generative models' prompts: the split's distinct sentences as user messages, in order."""
+        texts = list(dict.fromkeys(e.text for e in self.encoded.examples))[:limit]
+        return [[{"role": "user", "content": text}] for text in texts]
+
     def fingerprint(self) -> str:
         """sha256 of the split's sentences and labels, recorded so results name their data."""
         return examples_fingerprint(self.encoded.examples)

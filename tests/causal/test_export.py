@@ -140,25 +140,59 @@ def test_gguf_source_exports_the_same_model(tiny_gguf, llama_ir, decoders_dir, p
 
 
 def test_module_function_source_replaces_an_existing_ir(llama_ir, tmp_path, capsys):
-    """Through the CLI handler (`edgeagent export SOURCE --task text-generation`)."""
-    import argparse
-
+    """Through the CLI (`edgeagent export SOURCE --task text-generation --out DIR`)."""
     import edgeagent
-    from edgeagent.causal.cli import handle_export
+    from edgeagent.cli.main import main
 
     assert edgeagent.export_causal_lm is export_causal_lm
     out = tmp_path / "ir"
     shutil.copytree(llama_ir.path, out)
     (out / "stale.txt").write_text("from the previous export")
-    args = argparse.Namespace(spec="tests.causal.fixture_models:tiny_llama_model", out=str(out), opset=None,
-                              max_length=64)
-    assert handle_export(args) == 0
+    assert main(["export", "tests.causal.fixture_models:tiny_llama_model", "--task", "text-generation",
+                 "--out", str(out), "--max-length", "64"]) == 0
     printed = capsys.readouterr().out
     assert "exported llama decoder" in printed and "greedy continuations identical 5/5" in printed
     ir = open_decoder_ir(out)
     assert ir.metadata["source"] == "python:tests.causal.fixture_models:tiny_llama_model"
     assert ir.metadata["max_length"] == 64 and not (out / "stale.txt").exists()
     assert _leftovers(tmp_path) == []
+
+
+def test_cli_export_json_compile_and_run_take_the_ir_folder(tiny_gguf, tmp_path, capsys):
+    """A .gguf SOURCE needs no --task; --format json describes the folder; compile and run take it."""
+    import numpy as np
+
+    from edgeagent.cli.main import main
+
+    gguf, out = tiny_gguf, tmp_path / "ir"
+    assert main(["export", str(gguf), "--out", str(out), "--format", "json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["task"] == "text-generation" and "tokenizer.json" in described["files"]
+    assert {i["name"] for i in described["inputs"]} >= {"input_ids", "attention_mask", "position_ids"}
+    assert main(["compile", str(out), "--backend", "onnxruntime", "--precision", "int4",
+                 "--out", str(tmp_path / "int4")]) == 0
+    manifest = json.loads((tmp_path / "int4" / "manifest.json").read_text())
+    assert manifest["precision"] == "int4" and manifest["recipe"]["name"] == "weight-only"
+    capsys.readouterr()
+    meta = described["metadata"]
+    feeds = {"input_ids": np.array([[1, 5, 7]], np.int64), "attention_mask": np.ones((1, 3), np.int64),
+             "position_ids": np.arange(3, dtype=np.int64)[None]}
+    for layer in range(meta["num_layers"]):
+        for kind in ("key", "value"):
+            feeds[f"past_key_values.{layer}.{kind}"] = np.zeros((1, meta["num_kv_heads"], 0, meta["head_dim"]),
+                                                                np.float32)
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    for model in (out, tmp_path / "int4"):
+        assert main(["run", str(model), "--inputs", str(tmp_path / "feeds.npz"), "--format", "json"]) == 0
+        outputs = json.loads(capsys.readouterr().out)["outputs"]
+        assert outputs["logits"]["shape"] == [1, 3, meta["vocab_size"]]
+
+
+def test_cli_export_refuses_max_length_without_text_generation(capsys):
+    from edgeagent.cli.main import main
+
+    assert main(["export", "edgeagent.examples:tiny_classifier", "--out", "x.onnx", "--max-length", "8"]) == 1
+    assert "--max-length applies to --task text-generation" in capsys.readouterr().err
 
 
 def test_drifting_model_fails_parity_and_writes_nothing(tmp_path):

@@ -1,9 +1,9 @@
 """Fixtures of the generation tests: tiny random decoders, their HF folders and IR folders.
 
 The Hugging Face folders come from `tests.decoders` (tiny Llama with GQA and tied embeddings,
-tiny Qwen2; vocabulary 384, 128 positions); the IR folders from `standin_decoders.export_ir`
-until `edgeagent.causal.export_causal_lm` is merged. Built once per session (about 15 s per
-family on 2 cores, the torch.onnx export).
+tiny Qwen2; vocabulary 384, 128 positions); the IR folders from `edgeagent.causal.export_causal_lm`
+(parity-checked against transformers). Built once per session (about 15 s per family on 2
+cores, the torch.onnx export).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests import decoders
-from tests.generate import standin_decoders
+from tests.generate import ir_variants
 
 
 def _needs_torch() -> None:
@@ -27,7 +27,9 @@ def llama_hf(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def llama_ir(tmp_path_factory, llama_hf):
-    return standin_decoders.export_ir(llama_hf, tmp_path_factory.mktemp("ir-llama"))
+    from edgeagent.causal import export_causal_lm
+
+    return export_causal_lm(llama_hf, tmp_path_factory.mktemp("ir-llama") / "ir").path
 
 
 @pytest.fixture(scope="session")
@@ -38,20 +40,22 @@ def qwen_hf(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def qwen_ir(tmp_path_factory, qwen_hf):
-    return standin_decoders.export_ir(qwen_hf, tmp_path_factory.mktemp("ir-qwen2"))
+    from edgeagent.causal import export_causal_lm
+
+    return export_causal_lm(qwen_hf, tmp_path_factory.mktemp("ir-qwen2") / "ir").path
 
 
 @pytest.fixture(scope="session")
 def no_template_ir(tmp_path_factory, llama_ir):
     """The llama IR with the chat template removed."""
-    return standin_decoders.with_template(llama_ir, tmp_path_factory.mktemp("ir-no-template"), None)
+    return ir_variants.with_template(llama_ir, tmp_path_factory.mktemp("ir-no-template"), None)
 
 
 @pytest.fixture(scope="session")
 def tools_ir(tmp_path_factory, llama_ir):
     """The llama IR with a chat template that renders tools (as Qwen2.5's does)."""
-    return standin_decoders.with_template(llama_ir, tmp_path_factory.mktemp("ir-tools"),
-                                          standin_decoders.TOOLS_CHAT_TEMPLATE)
+    return ir_variants.with_template(llama_ir, tmp_path_factory.mktemp("ir-tools"),
+                                          ir_variants.TOOLS_CHAT_TEMPLATE)
 
 
 @pytest.fixture(scope="session")

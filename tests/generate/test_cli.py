@@ -1,28 +1,27 @@
-"""`edgeagent generate`: the command module, run through a parser of its own.
-
-`cli/main.py` registers it at merge (this branch adds new files only), so the tests build the
-parser from the module's `register` and map errors as `main` does.
-"""
+"""`edgeagent generate`, through the parser of `edgeagent`'s own `main` (errors: one line, exit 1)."""
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 
 import pytest
 
-from edgeagent.cli import generate as generate_cmd
-from edgeagent.errors import EdgeAgentError
+from edgeagent.cli.main import main
 
 
-def run(argv):
-    parser = argparse.ArgumentParser(prog="edgeagent")
-    generate_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["generate", *argv])
-    try:
-        return args.handler(args)
-    except EdgeAgentError as exc:
-        return f"error: {exc}"
+def run(argv, capsys=None):
+    """`edgeagent generate ARGV`: the exit code, or for a failure the one-line error it printed."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["generate", *argv])
+    if code == 1:
+        return err.getvalue().strip()
+    sys.stderr.write(err.getvalue())
+    return code
 
 
 def test_generate_json_equals_the_api(llama, llama_ir, capsys):
@@ -69,4 +68,18 @@ def test_bad_tools_file(llama_ir, tmp_path):
     path.write_text(json.dumps([{"name": "t", "parameters": {"type": "objekt"}}]))
     assert "not a valid JSON Schema" in run([str(llama_ir), "hi", "--tools", str(path)])
     path.write_text("{not json")
-    assert "cannot read" in run([str(llama_ir), "hi", "--tools", str(path)])
+    message = run([str(llama_ir), "hi", "--tools", str(path)])
+    assert message.startswith("error: --tools") and "JSON" in message
+    assert run([str(llama_ir), "hi", "--tools", str(tmp_path / "missing.json")]).startswith("error: --tools")
+
+
+def test_generate_runs_a_compiled_artifact_on_a_device_by_name(llama, llama_ir, tmp_path, capsys):
+    import edgeagent
+    from edgeagent.generate import generate
+
+    artifact = edgeagent.compile(llama_ir, "onnxruntime", "int4", out=tmp_path / "int4")
+    assert run([str(artifact.path), "turn on the lights", "--max-new-tokens", "4", "--device", "cpu",
+                "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["token_ids"]) == 4
+    assert run([str(artifact.path), "hi", "--device", "gpu"]).startswith("error: ")  # no GPU provider here

@@ -1,6 +1,6 @@
 """The generation loop on tiny random decoders, checked against transformers on the same weights.
 
-The IR folders come from `standin_decoders` (torch.onnx export of the HF models); the loop runs
+The IR folders come from `edgeagent.export_causal_lm` (conftest); the loop runs
 them through ONNX Runtime via `Session.run`. Greedy, beams and left padding are compared token
 for token with transformers' own `generate`.
 """
@@ -45,7 +45,7 @@ def test_greedy_equals_transformers_generate(family, request):
 def test_chat_prompt_is_transformers_apply_chat_template(llama, llama_tools, llama_hf):
     from transformers import AutoTokenizer
 
-    from tests.generate.standin_decoders import TOOLS_CHAT_TEMPLATE
+    from tests.generate.ir_variants import TOOLS_CHAT_TEMPLATE
 
     tok = AutoTokenizer.from_pretrained(llama_hf)
     tools = [{"type": "function", "function": {"name": "get_time", "description": "the time <now>",
@@ -345,3 +345,54 @@ def test_edgeagent_generate_is_callable_as_the_issue_spells_it(llama):
 
     assert (edgeagent.generate(llama, PROMPTS[0], max_new_tokens=4).token_ids
             == generate(llama, PROMPTS[0], max_new_tokens=4).token_ids)
+
+
+def test_edgeagent_generate_without_importing_the_subpackage(llama):
+    import importlib
+
+    edgeagent = importlib.import_module("edgeagent")
+    assert callable(edgeagent.generate) and "generate" in edgeagent.__all__
+    assert edgeagent.generate(llama, PROMPTS[0], max_new_tokens=3).token_ids == \
+        generate(llama, PROMPTS[0], max_new_tokens=3).token_ids
+
+
+def test_min_new_tokens_masks_eos_like_transformers(llama, llama_torch):
+    free = generate(llama, PROMPTS[1], max_new_tokens=12).token_ids
+    eos = free[2]  # the 3rd greedy token becomes the end of sequence
+    assets = dataclasses.replace(llama.assets, eos_token_ids=(eos,))
+    from edgeagent.generate import Decoder
+
+    decoder = Decoder(llama.session, assets)
+    assert generate(decoder, PROMPTS[1], max_new_tokens=12).stop_reason is StopReason.EOS
+    held = generate(decoder, PROMPTS[1], max_new_tokens=12, min_new_tokens=8)
+    assert len(held.token_ids) >= 8 and eos not in held.token_ids[:8]
+    ids = llama.assets.encode(PROMPTS[1])
+    assert list(held.token_ids) == hf_greedy(llama_torch, ids, 12, eos_token_id=eos, min_new_tokens=8)
+
+
+def test_token_ids_are_a_prompt_as_given(llama):
+    ids = llama.assets.encode(PROMPTS[0])
+    by_text = generate(llama, PROMPTS[0], max_new_tokens=5)
+    assert generate(llama, ids, max_new_tokens=5).token_ids == by_text.token_ids
+    assert generate(llama, np.asarray(ids), max_new_tokens=5).token_ids == by_text.token_ids
+    batch = generate(llama, [ids, ids[:3]], max_new_tokens=5)
+    assert batch[0].token_ids == by_text.token_ids and batch[1].prompt_tokens == 3
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"min_new_tokens": 9, "max_new_tokens": 4}, "min_new_tokens"),
+    ({"min_new_tokens": 2, "max_new_tokens": 4, "num_beams": 2}, "min_new_tokens"),
+])
+def test_min_new_tokens_out_of_range(llama, kwargs, field):
+    from edgeagent.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        generate(llama, PROMPTS[0], **kwargs)
+    assert info.value.field == field
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(llama):
+    from edgeagent.errors import InputError
+
+    with pytest.raises(InputError, match="outside the vocabulary"):
+        generate(llama, [1, 2, 10**6], max_new_tokens=2)

