@@ -92,6 +92,14 @@ class OpenVINOCompileOptions:
         validation: labelled data and metric for accuracy_control.
         group_size: a decoder's INT4 weight compression: weights per scale (default 128, as
             optimum-intel's INT4 default; a width it does not divide takes a smaller power of two).
+        ratio: a decoder's share of INT4-eligible weights in INT4, the rest INT8 (default 1.0;
+            below 1 NNCF ranks layers by sensitivity on calibration prompts).
+        symmetric: a decoder's weights without zero points (default False: asymmetric, as
+            optimum-intel's default).
+        all_layers: INT4 for a decoder's embedding and LM head too (default False: INT8).
+        awq, scale_estimation: NNCF's data-aware INT4 methods for decoders (default False);
+            they run on calibration prompts (the calibration data's input_ids, else built-in
+            assistant prompts under the model's chat template).
     """
 
     device: str = "CPU"
@@ -103,9 +111,16 @@ class OpenVINOCompileOptions:
     max_drop: float | None = None
     validation: Validation | None = None
     group_size: int = 128
+    ratio: float = 1.0
+    symmetric: bool = False
+    all_layers: bool = False
+    awq: bool = False
+    scale_estimation: bool = False
 
     def __post_init__(self) -> None:
         coerce_enums(self, "openvino", {"int8": Int8Recipe, "model_type": ModelKind})
+        if not 0.0 < float(self.ratio) <= 1.0:
+            raise InputError(f"ratio must be in (0, 1], got {self.ratio}", field="ratio")
         if self.group_size < 1:
             raise InputError(f"group_size must be at least 1, got {self.group_size}", field="group_size")
         if self.preset is not None and self.preset not in ("performance", "mixed"):
@@ -224,6 +239,34 @@ class OpenVINODecoderSession(OpenVINOSession):
         return OVStateCache(self, batch)
 
 
+def _decoder_calibration(ir: ModelIR, calibration: Dataset | None, limit: int) -> list[dict[str, Any]]:
+    """Prefill feeds for NNCF's data-aware weight compression: the calibration data's input_ids
+    rows (padding dropped), else the bench's built-in assistant prompts under the chat template."""
+    from edgeagent.causal.openvino_decoder import prefill_feeds
+
+    token_lists: list[list[int]] = []
+    if calibration is not None:
+        for feeds in calibration:
+            ids = np.asarray(feeds.get("input_ids"))
+            if ids.ndim != 2:
+                raise CalibrationError("a decoder's calibration samples need input_ids of shape [batch, tokens]")
+            mask = np.asarray(feeds.get("attention_mask", np.ones_like(ids))).astype(bool)
+            token_lists += [[int(t) for t in row[m]] for row, m in zip(ids, mask) if m.any()]
+            if len(token_lists) >= limit:
+                break
+    else:
+        from edgeagent.bench.generative import DEFAULT_PROMPTS
+        from edgeagent.generate.assets import DecoderAssets
+
+        assets = DecoderAssets.from_folder(ir.path.parent)
+        for text in DEFAULT_PROMPTS[:limit]:
+            messages = [{"role": "user", "content": text}]
+            token_lists.append(assets.encode(assets.render_chat(messages, add_generation_prompt=True),
+                                             add_special_tokens=False) if assets.chat_template
+                               else assets.encode(text))
+    return prefill_feeds(token_lists[:limit])
+
+
 def _spec(port) -> TensorSpec:
     """A TensorSpec of an OpenVINO port (dynamic dims named as the ONNX contract names them)."""
     names = {"input_ids": ("batch", "sequence"), "attention_mask": ("batch", "total_sequence"),
@@ -313,7 +356,7 @@ class OpenVINOBackend(Backend):
         from edgeagent.causal.export import is_decoder
 
         if is_decoder(ir):
-            return self._compile_decoder(ir, precision, opts, target, self.new_workdir(workdir))
+            return self._compile_decoder(ir, precision, opts, target, self.new_workdir(workdir), calibration)
         if precision is Precision.INT4:
             raise UnsupportedPrecision("int4 is weight-only compression for generative decoders (IRs that "
                                        "`edgeagent export --task text-generation` writes); use int8 for this model")
@@ -337,7 +380,7 @@ class OpenVINOBackend(Backend):
             target=getattr(target, "name", target), evidence=evidence or None)
 
     def _compile_decoder(self, ir: ModelIR, precision: Precision, opts: OpenVINOCompileOptions, target: Any,
-                         out: Path) -> Artifact:
+                         out: Path, calibration: Dataset | None = None) -> Artifact:
         """A decoder IR made stateful (the KV cache stays in the plugin), its weights compressed by
         NNCF for int8 (per channel) and int4 (groups of `group_size`); the IR's assets carried along."""
         import openvino as ov
@@ -353,10 +396,20 @@ class OpenVINOBackend(Backend):
         recipe: dict[str, Any] = {"name": str(precision), "device": opts.device, "task": "text-generation",
                                   "stateful": True, "inference_precision": "f32", "kv_cache_precision": "f32"}
         if precision is not Precision.FP32:
-            mode = OVWeightMode.INT4_ASYM if precision is Precision.INT4 else OVWeightMode.INT8_ASYM
-            weights = OVWeightOptions(mode=mode, group_size=opts.group_size) if precision is Precision.INT4 \
-                else OVWeightOptions(mode=mode)
-            model, report = compress_weights_openvino(model, weights, onnx_path=ir.path)
+            bits, kind = ("int4" if precision is Precision.INT4 else "int8"), ("sym" if opts.symmetric else "asym")
+            mode = OVWeightMode(f"{bits}_{kind}")
+            weights = OVWeightOptions(mode=mode, group_size=opts.group_size, ratio=opts.ratio,
+                                      all_layers=opts.all_layers, awq=opts.awq,
+                                      scale_estimation=opts.scale_estimation) \
+                if precision is Precision.INT4 else OVWeightOptions(mode=mode)
+            if precision is Precision.INT8 and (opts.awq or opts.scale_estimation or opts.all_layers or opts.ratio != 1.0):
+                raise InputError("ratio, all_layers, awq and scale_estimation apply to int4 decoders (int8 weights "
+                                 "are per channel, all layers); drop them or compile int4", field="ratio")
+            dataset = None
+            if weights.data_aware or (weights.is_int4 and weights.ratio < 1.0):
+                dataset = _decoder_calibration(ir, calibration, weights.subset_size)
+                recipe["calibration_prompts"] = len(dataset)
+            model, report = compress_weights_openvino(model, weights, dataset=dataset, onnx_path=ir.path)
             recipe.update(name="weight-only", weights=str(precision), activations="float32", **report.to_json())
         ov.save_model(model, str(out / MODEL_XML), compress_to_fp16=False)
         recipe["assets"] = copy_assets(ir, out)

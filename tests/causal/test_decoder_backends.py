@@ -76,3 +76,22 @@ def test_int4_is_for_decoders_only(tmp_path):
         with pytest.raises(UnsupportedPrecision, match="decoders"):
             edgeagent.compile(model, backend, "int4", out=tmp_path / backend)
         assert not (tmp_path / backend / "manifest.json").exists()
+
+
+def test_openvino_mixed_and_data_aware_int4(llama_ir, tmp_path):
+    """ratio < 1 and AWQ run NNCF on calibration prompts (built-in ones under the chat template)."""
+    from edgeagent.errors import InputError
+    from edgeagent.generate import load_decoder
+
+    artifact = edgeagent.compile(llama_ir.path, "openvino", "int4", out=tmp_path / "mixed",
+                                 options={"ratio": 0.5, "awq": True, "group_size": 16})
+    assert artifact.recipe["calibration_prompts"] > 0
+    assert artifact.recipe["options"]["ratio"] == 0.5 and artifact.recipe["options"]["awq"] is True
+    # The manifest says which weights stayed INT8 and why (sensitivity ranking, embeddings).
+    reasons = [w["reason"] for w in artifact.recipe["compressed"] if w["precision"] == "uint8"]
+    assert any("ratio 0.5" in r for r in reasons) and any("embedding" in r for r in reasons)
+    with load_decoder(artifact.path) as decoder:
+        assert len(_greedy(decoder)[0]) == NEW_TOKENS
+    with pytest.raises(InputError, match="int4"):
+        edgeagent.compile(llama_ir.path, "openvino", "int8", out=tmp_path / "bad", options={"awq": True})
+    assert not (tmp_path / "bad" / "manifest.json").exists()
