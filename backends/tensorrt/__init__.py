@@ -37,7 +37,8 @@ from edgeagent.artifact import Artifact, write_manifest
 from edgeagent.backend import (Availability, Backend, Capabilities, Precision, coerce_enums, module_importable,
                                sdk_version)
 from edgeagent.data import Dataset
-from edgeagent.errors import ArtifactError, BackendUnavailable, CalibrationError, InputError, UnsupportedModel
+from edgeagent.errors import (ArtifactError, BackendUnavailable, CalibrationError, InputError, UnsupportedModel,
+                              UnsupportedPrecision)
 from edgeagent.ir import ModelIR, save_proto, sha256_file
 
 from .cache import PLAN_FILE, TIMING_CACHE_FILE, EngineCache, EngineIdentity, mismatches
@@ -75,6 +76,10 @@ class TrtCompileOptions:
         builder_optimization_level: 0-5; None is TensorRT's default (3).
         device: CUDA device index (default 0).
         nodes_to_exclude: nodes the qdq recipe keeps in floating point.
+        block_size: decoders' weight-only int4/int8: weights per scale, 64 or 128 (default 128).
+        lm_head: decoders' weight-only: quantize the LM head too (default True).
+        max_length: decoders: the longest context the engine's profile admits (default the IR's).
+    For decoders `max_sequence` is the most new tokens one call feeds (a prompt, or a chunk of it).
     """
 
     int8: Int8Recipe = Int8Recipe.QDQ
@@ -88,6 +93,9 @@ class TrtCompileOptions:
     builder_optimization_level: int | None = None
     device: int = 0
     nodes_to_exclude: tuple[str, ...] = field(default=())
+    block_size: int = 128
+    lm_head: bool = True
+    max_length: int | None = None
 
     def __post_init__(self) -> None:
         coerce_enums(self, "tensorrt", {"int8": Int8Recipe})
@@ -162,12 +170,19 @@ def build_flags(precision: Precision, opts: TrtCompileOptions, profile: Mapping[
             "profile": {name: r.to_json() for name, r in sorted(profile.items())}}
 
 
+def _explicit_ranges(shapes: Any) -> dict[str, ShapeRange]:
+    """`shapes` given as {input: (min, opt, max)} (or the CLI string, parsed already) as ShapeRanges."""
+    return {name: ShapeRange(*(tuple(int(d) for d in shape) for shape in triple))
+            for name, triple in dict(shapes or {}).items()}
+
+
 def _profile_from_json(data: Mapping[str, Any]) -> dict[str, ShapeRange]:
     return {name: ShapeRange(tuple(r["min"]), tuple(r["opt"]), tuple(r["max"])) for name, r in data.items()}
 
 
 class TensorRTBackend(Backend):
-    """NVIDIA TensorRT: fp32, fp16 and INT8 engines (explicit QDQ, strongly typed) on GPUs."""
+    """NVIDIA TensorRT: fp32, fp16 and INT8 engines (explicit QDQ, strongly typed) on GPUs; decoders
+    as fp32/fp16 or weight-only INT8/INT4 engines with one profile over batch, sequence and past."""
 
     name = "tensorrt"
     pip_extra = "tensorrt"
@@ -180,10 +195,12 @@ class TensorRTBackend(Backend):
         gpus = nvidia_gpus()
         return Capabilities(
             name=self.name, devices=tuple(f"GPU:{i}" for i in range(len(gpus))),
-            precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+            precisions=(Precision.FP32, Precision.FP16, Precision.INT8, Precision.INT4),
             needs_calibration=(Precision.INT8,), pip_extra=self.pip_extra,
             sdk_version=sdk_version("tensorrt") or sdk_version("tensorrt-cu12") or sdk_version("tensorrt_libs"),
-            recipes={"fp32": ("fp32",), "fp16": ("fp16",), "int8": tuple(r.value for r in Int8Recipe)})
+            recipes={"fp32": ("fp32",), "fp16": ("fp16",),
+                     "int8": tuple(r.value for r in Int8Recipe) + ("weight-only (decoders)",),
+                     "int4": ("weight-only (decoders)",)})
 
     def available(self) -> Availability:
         from .runner import device_library
@@ -246,18 +263,44 @@ class TensorRTBackend(Backend):
         self.require_available()
         precision = self.check_precision(precision)
         opts = self.compile_options(options)
-        samples = list(calibration.subset(min(opts.calibration_size, 256), seed=opts.seed)) if calibration else None
-        profile, sources = compute_profile(ir.inputs, samples=samples, shapes=opts.shapes,
-                                           max_batch=opts.max_batch, default_dim=opts.max_sequence)
+        from edgeagent.causal.export import copy_assets, is_decoder
+
+        decoder = is_decoder(ir)
+        if precision is Precision.INT4 and not decoder:
+            raise UnsupportedPrecision("int4 is weight-only quantization for generative decoders (IRs that "
+                                       "`edgeagent export --task text-generation` writes); use int8 for this model")
+        if decoder:
+            from .decoder import decoder_profile
+
+            profile = decoder_profile(ir.inputs, ir.metadata, max_batch=opts.max_batch, max_prompt=opts.max_sequence,
+                                      max_length=opts.max_length)
+            profile.update(_explicit_ranges(opts.shapes))
+            sources = {"decoder": "one profile for prefill (past 0) and decode steps (opt: 1 token, half the context)"}
+        else:
+            samples = list(calibration.subset(min(opts.calibration_size, 256), seed=opts.seed)) if calibration else None
+            profile, sources = compute_profile(ir.inputs, samples=samples, shapes=opts.shapes,
+                                               max_batch=opts.max_batch, default_dim=opts.max_sequence)
         workspace, workspace_source = resolve_workspace(opts, target)
         out = self.new_workdir(workdir)
         evidence: dict[str, Any] = {"profile_sources": sources, "workspace_source": workspace_source}
         recipe: dict[str, Any] = {"name": str(precision)}
-        graph, qdq = self._graph(ir, precision, calibration, opts)
-        if qdq is not None:
-            recipe.update(name=str(opts.int8), **qdq)
+        build_precision = precision
+        if decoder and precision in (Precision.INT8, Precision.INT4):
+            from .decoder import weight_only_graph
+
+            graph, report = weight_only_graph(ir, 4 if precision is Precision.INT4 else 8,
+                                              block_size=opts.block_size, lm_head=opts.lm_head)
+            recipe.update(name="weight-only", task="text-generation", **report)
+            build_precision = Precision.FP32  # the DQ nodes type the network (strongly typed): no INT8 flag
+        else:
+            graph, qdq = self._graph(ir, precision, calibration, opts)
+            if qdq is not None:
+                recipe.update(name=str(opts.int8), **qdq)
+        if decoder:
+            recipe["task"] = "text-generation"
+            recipe["unverified"] = "decoder engines were written against TensorRT's API and not built on a GPU here"
         save_proto(graph, out / MODEL_FILE, full_check=False)
-        flags = build_flags(precision, opts, profile, workspace, sha256_file(out / MODEL_FILE))
+        flags = build_flags(build_precision, opts, profile, workspace, sha256_file(out / MODEL_FILE))
         identity = self._identity(ir.sha256, str(precision), flags, opts.device)
         cache = EngineCache()
         entry = cache.get(identity)
@@ -265,7 +308,7 @@ class TensorRTBackend(Backend):
         calibration_cache = out / CALIBRATION_CACHE_FILE if opts.int8 is Int8Recipe.ENTROPY and \
             precision is Precision.INT8 else None
         if entry is None:
-            plan, timing = self._build(out / MODEL_FILE, precision, opts, profile, workspace,
+            plan, timing = self._build(out / MODEL_FILE, build_precision, opts, profile, workspace,
                                        calibration=calibration, calibration_cache=calibration_cache)
             built = {TIMING_CACHE_FILE: timing}
             if calibration_cache is not None and calibration_cache.is_file():
@@ -280,12 +323,15 @@ class TensorRTBackend(Backend):
         (out / LAYERS_FILE).write_text(json.dumps(layers, indent=2) + "\n", encoding="utf-8")
         import tensorrt as trt
 
+        if decoder:
+            recipe["assets"] = copy_assets(ir, out)
         return write_manifest(
             out, backend=self.name, precision=str(precision), recipe=recipe, source_sha256=ir.sha256,
             signature=ir.signature(), sdk={"tensorrt": str(trt.__version__), "onnx": sdk_version("onnx"),
                                            "onnxruntime": sdk_version("onnxruntime")},
             # Static INT8 scales; TensorRT cannot keep ONNX nodes out of INT8 by name here.
-            capabilities={"batch_invariant": True, "int8_node_exclusion": False},
+            capabilities={"batch_invariant": True, "int8_node_exclusion": False,
+                          **({"decoder": True} if decoder else {})},
             target=getattr(target, "name", target), evidence=evidence,
             extra={"tensorrt": {"identity": identity.to_json(), "engine_key": identity.key,
                                 "layer_precisions": layers["precisions"]}})
