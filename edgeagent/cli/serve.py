@@ -17,6 +17,8 @@ def register(sub) -> None:
     serve.add_argument("--precision")
     serve.add_argument("--device", help="cpu, gpu, gpu.1, npu, …: where the model runs (the chosen backend's own "
                                         "device); refused with the devices present if it is absent")
+    serve.add_argument("--home", metavar="FILE", help="the home's floors, areas and entities (YAML or JSON, as "
+                       "Home Assistant's fixtures): slot values, and each request's context, are resolved to its names")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     serve.add_argument("--max-body", type=int, default=defaults.max_body_bytes, metavar="BYTES",

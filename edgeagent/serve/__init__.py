@@ -1,7 +1,11 @@
 """`edgeagent serve`: the agent as a local HTTP JSON service (Starlette on uvicorn).
 
-    POST /v1/act          {"text": "..."}              → the ToolCall as JSON
-    POST /v1/act/batch    {"texts": [...]} or [...]     → {"results": [ToolCall, ...]}
+    POST /v1/act          {"text": "...", "context": {"area": "kitchen"}}   → the ToolCall as JSON
+    POST /v1/act/batch    {"texts": [...], "contexts": [...]} or [...]     → {"results": [ToolCall, ...]}
+
+`context` is the caller's situation as Home Assistant passes it (`area`, `floor`): an utterance
+that names no area ("turn on the lights") is resolved to the caller's; `contexts` gives one per
+text (or null), `context` one for every text of a batch.
     GET  /healthz                                       → {"status": "ok", ...}
     GET  /metrics                                       → Prometheus text format
 
@@ -143,11 +147,23 @@ def create_app(agent: Any, config: ServeConfig | None = None):
                               f"{at}; send UTF-8 text")
         return text
 
-    async def answer(texts: list[str]) -> list[dict[str, Any]]:
+    def check_context(context: Any, where: str) -> Any:
+        """A caller's context, checked by the agent before it joins a micro-batch (None: none)."""
+        if context is None:
+            return None
+        checker = getattr(agent, "check_context", None)
+        if checker is None:
+            raise _BadRequest(422, "invalid_context", f"{where}: this agent takes no context")
+        try:
+            return checker(context) or None
+        except InputError as exc:
+            raise _BadRequest(422, "invalid_context", f"{where}: {exc}") from None
+
+    async def answer(texts: list[str], contexts: list[Any] | None = None) -> list[dict[str, Any]]:
         if state["draining"]:
             raise _BadRequest(503, "shutting_down", "the server is shutting down; retry on another instance")
         try:
-            futures = batcher.submit(texts)
+            futures = batcher.submit(texts, contexts)
         except QueueFull as exc:
             metrics.rejected.labels("queue_full").inc()
             raise _BadRequest(503, "queue_full", f"{exc}; retry later") from None
@@ -188,7 +204,9 @@ def create_app(agent: Any, config: ServeConfig | None = None):
         if not isinstance(payload, dict) or "text" not in payload:
             raise _BadRequest(422, "missing_text", 'the body must be a JSON object with a "text" string, '
                               'e.g. {"text": "..."}')
-        return JSONResponse((await answer([check_text(payload["text"], '"text"')]))[0])
+        text = check_text(payload["text"], '"text"')
+        context = check_context(payload.get("context"), '"context"')
+        return JSONResponse((await answer([text], [context]))[0])
 
     @guarded
     async def act_batch(request: Request) -> Response:
@@ -201,7 +219,9 @@ def create_app(agent: Any, config: ServeConfig | None = None):
         if len(texts) > config.max_batch_items:
             raise _BadRequest(413, "too_many_texts", f"{len(texts)} texts in one request; the limit is "
                               f"{config.max_batch_items}: split the batch")
-        return JSONResponse({"results": await answer(texts) if texts else []})
+        contexts = _batch_contexts(payload, len(texts))
+        contexts = [check_context(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
+        return JSONResponse({"results": await answer(texts, contexts) if texts else []})
 
     @guarded
     async def healthz(request: Request) -> Response:
@@ -286,6 +306,22 @@ class _RequestMetrics:
             if scope.get("edgeagent.disconnected"):
                 status = "disconnected"
             self.metrics.observe_request(scope["path"], scope["method"], status, time.perf_counter() - start)
+
+
+def _batch_contexts(payload: Any, count: int) -> list[Any]:
+    """`contexts` (one per text, null for none) or `context` (one for all) of a batch request."""
+    if not isinstance(payload, dict):
+        return [None] * count
+    if "contexts" in payload and "context" in payload:
+        raise _BadRequest(422, "invalid_context", 'give "contexts" (one per text) or "context" (one for all), '
+                          "not both")
+    if "contexts" in payload:
+        contexts = payload["contexts"]
+        if not isinstance(contexts, list) or len(contexts) != count:
+            raise _BadRequest(422, "invalid_context", f'"contexts" must be a list of {count} objects (or nulls), '
+                              "one per text")
+        return contexts
+    return [payload.get("context")] * count
 
 
 def uvicorn_config(agent: Any, *, host: str = "127.0.0.1", port: int = 8080, config: ServeConfig | None = None,

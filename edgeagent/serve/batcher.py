@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,7 +36,8 @@ class Batcher:
         # (EdgeAgent.batch_invariant); either way the thread hand-off is paid once per trip.
         self.max_batch = max_batch
         self._on_batch = on_batch
-        self._waiting: collections.deque[tuple[str, asyncio.Future]] = collections.deque()
+        # (text, the caller's context or None, future)
+        self._waiting: collections.deque[tuple[str, Any, asyncio.Future]] = collections.deque()
         self._running = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -52,8 +54,8 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._drain(), name="edgeagent-batcher")
 
-    def submit(self, texts: list[str]) -> list[asyncio.Future]:
-        """Queue utterances; all or none.
+    def submit(self, texts: list[str], contexts: list[Any] | None = None) -> list[asyncio.Future]:
+        """Queue utterances (each with its caller's context, or None); all or none.
 
         Raises:
             QueueFull: admitting them would exceed `max_queue`.
@@ -64,7 +66,7 @@ class Batcher:
             raise QueueFull(f"{self.depth} utterances are queued (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in texts]
-        self._waiting.extend(zip(texts, futures))
+        self._waiting.extend(zip(texts, contexts or [None] * len(texts), futures))
         self._wakeup.set()
         return futures
 
@@ -74,11 +76,11 @@ class Batcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._waiting:
-                batch: list[tuple[str, asyncio.Future]] = []
+                batch: list[tuple[str, Any, asyncio.Future]] = []
                 while self._waiting and len(batch) < self.max_batch:
-                    text, future = self._waiting.popleft()
-                    if not future.done():  # cancelled by a timeout or a client that left
-                        batch.append((text, future))
+                    item = self._waiting.popleft()
+                    if not item[2].done():  # cancelled by a timeout or a client that left
+                        batch.append(item)
                 if not batch:
                     continue
                 self._running = len(batch)
@@ -87,28 +89,31 @@ class Batcher:
                 finally:
                     self._running = 0
 
-    async def _run(self, loop, batch: list[tuple[str, asyncio.Future]]) -> None:
+    async def _run(self, loop, batch: list[tuple[str, Any, asyncio.Future]]) -> None:
         """One model call for the batch; if it fails, one call per utterance, so each gets its own
         answer or its own error."""
         start = time.perf_counter()
+        texts, contexts = [text for text, _, _ in batch], [context for _, context, _ in batch]
+        call = functools.partial(self.agent.act_batch, texts, contexts) if any(c is not None for c in contexts) \
+            else functools.partial(self.agent.act_batch, texts)
         try:
-            calls = await loop.run_in_executor(self._executor, self.agent.act_batch, [text for text, _ in batch])
+            calls = await loop.run_in_executor(self._executor, call)
         except Exception as exc:
             if len(batch) == 1:
                 self._failed(exc)
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
+                if not batch[0][2].done():
+                    batch[0][2].set_exception(exc)
                 return
             for item in batch:
-                if not item[1].done():
+                if not item[2].done():
                     await self._run(loop, [item])
             return
         self.consecutive_failures = 0
         if self._on_batch is not None:
             self._on_batch(calls, time.perf_counter() - start)
-        for (_, future), call in zip(batch, calls):
+        for (_, _, future), answer in zip(batch, calls):
             if not future.done():
-                future.set_result(call)
+                future.set_result(answer)
 
     def _failed(self, exc: Exception) -> None:
         self.consecutive_failures += 1

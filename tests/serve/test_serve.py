@@ -339,3 +339,26 @@ def test_the_systemd_unit_runs_a_valid_serve_command():
         # The only complaint allowed is the install path, which does not exist on a build machine.
         problems = [line for line in result.stderr.splitlines() if line.strip() and "is not executable" not in line]
         assert not problems, problems
+
+
+def test_a_request_context_fills_the_area_as_act_does(agent):
+    pytest.importorskip("rapidfuzz")
+    from edgeagent.agent.home import SIMULATED_HOME
+
+    homed = EdgeAgent.load(agent.artifact.path.parent, precision=agent.artifact.precision, home=SIMULATED_HOME)
+    with TestClient(create_app(homed)) as client:
+        text, context = "turn on the light", {"area": "lounge"}
+        body = client.post("/v1/act", json={"text": text, "context": context}).json()
+        direct = homed.act(text, context)
+        assert (body["intent"], body["slots"], body["context"]) == (direct.intent, direct.slots, direct.context)
+        batch = client.post("/v1/act/batch", json={"texts": [text, text], "contexts": [context, None]}).json()
+        assert [r["context"] for r in batch["results"]] == [direct.context, homed.act(text).context]
+        shared = client.post("/v1/act/batch", json={"texts": [text], "context": context}).json()
+        assert shared["results"][0]["slots"] == direct.slots
+        for payload, path in (({"text": text, "context": {"area": "attic"}}, "/v1/act"),
+                              ({"text": text, "context": "kitchen"}, "/v1/act"),
+                              ({"texts": [text], "contexts": [context, context]}, "/v1/act/batch"),
+                              ({"texts": [text], "contexts": [context], "context": context}, "/v1/act/batch")):
+            response = client.post(path, json=payload)
+            assert response.status_code == 422 and error_code(response) == "invalid_context"
+        assert client.post("/v1/act", json={"text": text}).status_code == 200  # still serving
