@@ -169,6 +169,11 @@ def check_exported_task(artifact: Artifact, task: Task, where: str) -> None:
     raw = artifact.load_model(ONNX_FILE).metadata.get(TASK_METADATA_KEY)
     if raw is None:
         return  # a model exported without it (by hand, or before edgeagent recorded it)
+    if not raw.lstrip().startswith("{"):  # a decoder IR names its task only ("text-generation")
+        if raw != task.name:
+            raise ArtifactError(f"{where}: the model was exported for task {raw!r:.60}, agent.json says "
+                                f"{task.name!r}; rebuild the agent folder")
+        return
     exported = safeio.loads_json(raw, what="the model's task metadata",
                                  error=lambda reason: ArtifactError(f"{where}: the model's task metadata {reason}"))
     if not isinstance(exported, dict) or not same_labels(exported, task.to_json()):
@@ -219,6 +224,11 @@ class EdgeAgent:
         from ..pipeline import load_session
 
         folder = Path(artifacts).expanduser()
+        from .cascade import CASCADE_FILE, Cascade
+
+        if (folder / CASCADE_FILE).exists() and not (folder / AGENT_FILE).exists():
+            return Cascade.load(folder, backend=backend, precision=precision, options=options, target=target,
+                                device=device, home=home)
         record, task = read_agent_folder(folder)
         found = [open_artifact(p) for p in sorted(folder.iterdir()) if (p / "manifest.json").is_file()]
         artifact = choose_artifact(found, backend=backend, precision=precision, target=target)
@@ -226,7 +236,12 @@ class EdgeAgent:
         task = _calibrated(task, record, artifact.path.name, folder)
         task.check_outputs(artifact.outputs, where)
         check_exported_task(artifact, task, where)
-        reader = task.reader(load_tokenizer_file(folder / record["tokenizer"]), threshold=threshold)
+        if getattr(task, "name", None) == "text-generation":
+            from ..generate.assets import DecoderAssets
+
+            reader = task.reader(DecoderAssets.from_folder(artifact.path))  # the artifact carries its tokenizer
+        else:
+            reader = task.reader(load_tokenizer_file(folder / record["tokenizer"]), threshold=threshold)
         if device is not None:
             from ..backend import get_backend
 
@@ -249,6 +264,26 @@ class EdgeAgent:
                 session.close()
                 raise ArtifactError(f"{where}: {exc}") from None
         return cls(session, reader, artifact=artifact, task=task, home=home)
+
+    @staticmethod
+    def cascade(router: EdgeAgent, generator: EdgeAgent, *, threshold: float | None = None,
+                examples: Sequence[Any] | None = None, latency_budget_ms: float | None = None):
+        """The router answers when its confidence reaches `threshold`, else the generative agent does.
+
+        Args:
+            router, generator: open agents (a router folder's and a generative folder's).
+            threshold: the router confidence at or above which it answers; None: chosen on
+                `examples` (held-out utterances with .text, .intent, .slots) for the best exact
+                match whose predicted p50 stays within `latency_budget_ms` (`agent.cascade`).
+
+        Returns:
+            an `agent.cascade.Cascade`, with the EdgeAgent API; each ToolCall's `answered_by`
+            says which model answered.
+        """
+        from .cascade import cascade
+
+        return cascade(router, generator, threshold=threshold, examples=examples,
+                       latency_budget_ms=latency_budget_ms)
 
     def check_context(self, context: Mapping[str, str] | None) -> dict[str, str]:
         """The context checked (keys, types) and, with a home, its area and floor as the home names them.

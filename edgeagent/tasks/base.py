@@ -56,6 +56,10 @@ class ToolCall:
     context: dict[str, Any] = field(default_factory=dict)
     # Slot → how the home resolved it: {"raw", "id", "name", "score"} or {"raw", "unmatched": True}.
     resolved: dict[str, Any] = field(default_factory=dict)
+    # Why an answer is not_understood when a model could not finish one (a token budget ran out).
+    reason: str | None = None
+    # Which model answered, where an agent has several (a cascade's "router" or "generator").
+    answered_by: str | None = None
 
     @property
     def understood(self) -> bool:
@@ -64,7 +68,27 @@ class ToolCall:
     def to_json(self) -> dict[str, Any]:
         return {"text": self.text, "intent": self.intent, "slots": self.slots, "confidence": self.confidence,
                 "latency_ms": self.latency_ms, "truncated": self.truncated, "context": self.context,
-                "resolved": self.resolved}
+                "resolved": self.resolved,
+                **({"reason": self.reason} if self.reason is not None else {}),
+                **({"answered_by": self.answered_by} if self.answered_by is not None else {})}
+
+
+def fill_context(call: ToolCall, context: Mapping[str, str], intent_slots: Mapping[str, Sequence[str]]) -> ToolCall:
+    """Fill the area (or floor) an utterance leaves out, or says as "here", from the caller's context,
+    as Home Assistant does with a satellite's area; only for intents that take one."""
+    if not call.understood or not context:
+        return call
+    takes = intent_slots.get(call.intent, ())
+    here = str(call.slots.get("area", "")).strip().lower() in ("here", "in here", "this room")
+    if here:
+        del call.slots["area"]
+    named = ("area" in call.slots) or ("floor" in call.slots)
+    for key in ("area", "floor"):
+        if key in context and key in takes and not named:
+            call.slots[key] = context[key]
+            call.context[key] = context[key]
+            named = True
+    return call
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..ir import TensorSpec
-from .base import (IGNORE, NOT_UNDERSTOOD, ExportSpec, Head, ToolCall, check_head_widths, require_fraction,
+from .base import (IGNORE, NOT_UNDERSTOOD, ExportSpec, Head, ToolCall, check_head_widths, fill_context, require_fraction,
                    require_labels, softmax_confidence)
 from .text import TextGate, clean_text, highest_id
 
@@ -279,19 +279,7 @@ class IntentSlotTask:
     def apply_context(self, call: ToolCall, context: Mapping[str, str]) -> ToolCall:
         """Fill the area (or floor) the utterance leaves out, or says as "here", from the caller's context,
         as Home Assistant does with a satellite's area; only for intents that take one."""
-        if not call.understood or not context:
-            return call
-        takes = self.intent_slots.get(call.intent, ())
-        here = str(call.slots.get("area", "")).strip().lower() in ("here", "in here", "this room")
-        if here:
-            del call.slots["area"]
-        named = ("area" in call.slots) or ("floor" in call.slots)
-        for key in ("area", "floor"):
-            if key in context and key in takes and not named:
-                call.slots[key] = context[key]
-                call.context[key] = context[key]
-                named = True
-        return call
+        return fill_context(call, context, self.intent_slots)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "intents": self.intents, "tags": self.tags, "value_table": self.value_table,
