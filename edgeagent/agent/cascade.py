@@ -156,13 +156,16 @@ def cascade(router: Any, generator: Any, *, threshold: float | None = None, exam
         return Cascade(router, generator, threshold=threshold)
     if not examples:
         raise InputError("give threshold=, or held-out examples= to choose it on (the dev split)", field="threshold")
-    from ..tasks.text_generation import score_calls
+    from ..tasks.text_generation import call_matches
 
-    texts = [e.text for e in examples]
-    routed = [router.act(t) for t in texts]
-    generated = [generator.act(t) for t in texts]
-    ok_router = [score_calls([c], [e])["exact_match"] == 1.0 for c, e in zip(routed, examples)]
-    ok_generator = [score_calls([c], [e])["exact_match"] == 1.0 for c, e in zip(generated, examples)]
+    def gold(e: Any) -> tuple[str, str, Mapping[str, Any]]:
+        return (e["text"], e["intent"], e.get("slots") or {}) if isinstance(e, Mapping) else (e.text, e.intent, e.slots)
+
+    golds = [gold(e) for e in examples]
+    routed = [router.act(t) for t, _, _ in golds]
+    generated = [generator.act(t) for t, _, _ in golds]
+    ok_router = [call_matches(c, i, s) for c, (_, i, s) in zip(routed, golds)]
+    ok_generator = [call_matches(c, i, s) for c, (_, i, s) in zip(generated, golds)]
     selection = choose_threshold(routed, generated, ok_router, ok_generator, latency_budget_ms=latency_budget_ms)
     return Cascade(router, generator, threshold=selection["threshold"], selection=selection)
 

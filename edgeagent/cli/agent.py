@@ -30,6 +30,9 @@ def register(sub) -> None:
     agent.set_defaults(handler=handle)
     demo = sub.add_parser("demo", help="fine-tune, distil, compile and benchmark the home-assistant agent")
     demo.add_argument("--rebench", action="store_true", help="benchmark again even if results are cached")
+    demo.add_argument("--generative", action="store_true",
+                      help="also the generative agent: SmolLM2 fine-tuned into a tool caller, its distilled "
+                           "student, the router → generator cascade, and their comparison")
     demo.set_defaults(handler=handle_demo)
 
 
@@ -119,6 +122,16 @@ def _chat(agent, context, home_file) -> int:
 def handle_demo(args) -> int:
     from ..agent.demo import build
 
+    if getattr(args, "generative", False):
+        from ..agent.generative_demo import build as build_generative, cascade_folder, generative_folder
+        from ..paths import edgeagent_home
+
+        document = build_generative()
+        report = edgeagent_home() / "ha-intents" / "generative.md"
+        print(report.read_text(encoding="utf-8") if report.is_file() else json.dumps(document["table"], indent=1))
+        print(f"generative agent: {generative_folder()}\ncascade: {cascade_folder()}")
+        print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in document["timings_s"].items()))
+        return 0
     summary = build(rebench=args.rebench)
     print(summary["table"])
     print(f"\nagent: {summary['agent']}\nreport: {summary['report']} and {summary['plot']}")

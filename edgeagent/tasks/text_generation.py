@@ -180,19 +180,33 @@ class GenerativeReader:
         return [self.act(session, text) for text in texts]
 
 
-def score_calls(calls: Sequence[ToolCall], examples: Sequence[Any]) -> dict[str, float]:
-    """Intent accuracy and exact match (intent and every slot equal) of calls against examples
-    with `.intent` and `.slots` (an `ha_intents.Example`); slot values compare as the JSON they
-    serialise to, so 30 and 30.0 agree and "Kitchen" and "kitchen" do not."""
-    import json
+def slot_value_matches(predicted: Any, gold: Any) -> bool:
+    """Numbers as numbers (30 == 30.0), strings case- and edge-space-insensitively."""
+    if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+        try:
+            return abs(float(predicted) - float(gold)) < 1e-6
+        except (TypeError, ValueError):
+            return False
+    return str(predicted).strip().lower() == str(gold).strip().lower()
 
+
+def call_matches(call: ToolCall, intent: str, slots: Mapping[str, Any]) -> bool:
+    """Exact match: the intent, and every slot read from the text equal to the gold one (slots a
+    caller's context filled are not the model's reading and are left out)."""
+    read = {k: v for k, v in call.slots.items() if k not in call.context}
+    return call.intent == intent and set(read) == set(slots) and all(
+        slot_value_matches(read[k], slots[k]) for k in slots)
+
+
+def score_calls(calls: Sequence[ToolCall], examples: Sequence[Any]) -> dict[str, float]:
+    """Intent accuracy and exact match (`call_matches`) of calls against examples with `.intent`
+    and `.slots` (an `ha_intents.Example`, or a mapping with those keys)."""
     if len(calls) != len(examples) or not calls:
         raise InputError(f"{len(calls)} calls for {len(examples)} examples", field="calls")
 
-    def norm(slots: Mapping[str, Any]) -> str:
-        return json.dumps({k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                           for k, v in sorted(slots.items())}, sort_keys=True)
+    def gold(e: Any) -> tuple[str, Mapping[str, Any]]:
+        return (e["intent"], e.get("slots") or {}) if isinstance(e, Mapping) else (e.intent, e.slots)
 
-    intent = [c.intent == e.intent for c, e in zip(calls, examples)]
-    exact = [c.intent == e.intent and norm(c.slots) == norm(e.slots) for c, e in zip(calls, examples)]
-    return {"intent_accuracy": float(np.mean(intent)), "exact_match": float(np.mean(exact)), "samples": len(calls)}
+    pairs = [(c, *gold(e)) for c, e in zip(calls, examples)]
+    return {"intent_accuracy": float(np.mean([c.intent == i for c, i, _ in pairs])),
+            "exact_match": float(np.mean([call_matches(c, i, s) for c, i, s in pairs])), "samples": len(calls)}
