@@ -255,7 +255,7 @@ def _decoder_calibration(ir: ModelIR, calibration: Dataset | None, limit: int) -
             if len(token_lists) >= limit:
                 break
     else:
-        from edgeagent.bench.generative import DEFAULT_PROMPTS
+        from edgeagent.generate.prompts import DEFAULT_PROMPTS
         from edgeagent.generate.assets import DecoderAssets
 
         assets = DecoderAssets.from_folder(ir.path.parent)

@@ -45,11 +45,16 @@ def build_generative_agent(ir: str | os.PathLike, folder: str | os.PathLike, *,
     from ..backend import get_backend
     from ..causal.export import open_decoder_ir
     from ..pipeline import compile as compile_model
-    from ..tasks.text_generation import TextGenerationTask
     from .runtime import write_agent_folder
 
     decoder = open_decoder_ir(ir)
-    task = task or TextGenerationTask.for_workload(workload)
+    if task is None:
+        if workload != "ha-intents":
+            raise InputError(f"workload {workload!r} declares no tools; pass task=TextGenerationTask(...)",
+                             field="workload")
+        from ..workloads.ha_tools import generative_task
+
+        task = generative_task()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     built = []

@@ -343,10 +343,12 @@ def load_decoder(source: Decoder | Session | Artifact | str | os.PathLike, *,
                                 "folder it was compiled from>")
         assets = DecoderAssets.from_folder(folder)
     if _is_artifact(folder):
-        from ..pipeline import load_session
+        from ..artifact import open_artifact
+        from ..backend import get_backend
 
-        session = load_session(source if isinstance(source, Artifact) else folder, options=options,
-                               target=target)
+        # What pipeline.load_session does (pipeline itself imports this module to verify decoders).
+        verified = open_artifact(source.path if isinstance(source, Artifact) else folder)
+        session = get_backend(verified.backend).load(verified, options=options, target=target)
         try:
             return Decoder(session, assets)
         except Exception:

@@ -68,17 +68,6 @@ class TextGenerationTask:
             t["name"]: tuple((t.get("parameters") or {}).get("properties", {})) for t in self.tools}).items()}
         self._registry = None
 
-    @classmethod
-    def for_workload(cls, name: str = "ha-intents", language: str = "en", **options: Any) -> TextGenerationTask:
-        """The task of a workload with tools (`ha-intents`: Home Assistant's intents)."""
-        if name != "ha-intents":
-            raise InputError(f"workload {name!r} declares no tools; the text-generation task knows ha-intents",
-                             field="workload")
-        from ..workloads import ha_tools
-
-        registry = ha_tools.tool_registry(language)
-        return cls(registry.declarations(), system_prompt=ha_tools.SYSTEM_PROMPT, language=language, **options)
-
     def registry(self):
         """The task's `generate.ToolRegistry` (built once; its grammar too)."""
         if self._registry is None:

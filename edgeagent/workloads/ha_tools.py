@@ -94,3 +94,13 @@ def call_text(intent: str, slots: Mapping[str, Any], language: str = "en") -> st
     order = {name: i for i, name in enumerate(dict(tool_schemas(language)).get(intent, {}).get("properties", {}))}
     arguments = {k: slots[k] for k in sorted(slots, key=lambda k: (order.get(k, len(order)), k))}
     return json.dumps({"name": intent, "arguments": arguments}, ensure_ascii=False, separators=(", ", ": "))
+
+
+def generative_task(language: str = "en", **options: Any):
+    """The `text-generation` task of Home Assistant's intents: these tools, the system prompt, the
+    intents' slots for a caller's context (`options`: max_new_tokens)."""
+    from ..tasks.text_generation import TextGenerationTask
+    from .ha_intents import intent_slots
+
+    return TextGenerationTask(tool_registry(language).declarations(), system_prompt=SYSTEM_PROMPT, language=language,
+                              intent_slots={k: tuple(v) for k, v in intent_slots(language).items()}, **options)
