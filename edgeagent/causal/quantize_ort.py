@@ -65,7 +65,7 @@ class OrtWeightOnlyOptions:
             of by the ORT quantizer (which writes only integer ones): each block spans exactly
             its min..max. Weights that already lie on such a 4-bit grid — a GGUF's Q4_1
             tensors, dequantized — come back exactly (default False; bits=4 and
-            symmetric=False only).
+            symmetric=False only). An INT8 LM head is then symmetric (GGUF's Q8_0 grid).
     """
 
     bits: int = 4
@@ -208,8 +208,11 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
             if options.float_zero_points and bits == 4:  # an INT8 head takes the integer path
                 _quantize_float_zero_points(proto, names, bits, options)
                 continue
+            # With float zero points the INT8 head is symmetric: CPU MatMulNBits has no 8-bit float
+            # zero points, and symmetric int8 blocks are what a GGUF's Q8_0 embedding already is.
+            symmetric = options.symmetric or (options.float_zero_points and bits == 8)
             quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=options.block_size,
-                                             is_symmetric=options.symmetric,
+                                             is_symmetric=symmetric,
                                              accuracy_level=options.accuracy_level,
                                              nodes_to_exclude=_all_but(proto, names),
                                              op_types_to_quantize=("MatMul",))
