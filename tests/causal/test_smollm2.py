@@ -93,7 +93,7 @@ def test_int8_weight_only_agrees_with_fp32(smol_ir, smol_prompts, tmp_path):
 def test_int4_float_zero_points_keep_the_gguf_grid(smol_ir, smol_prompts, tmp_path):
     from edgeagent.causal.quantize_ort import OrtWeightOnlyOptions, quantize_weights_ort
 
-    exact = OrtWeightOnlyOptions(bits=4, symmetric=False, float_zero_points=True, lm_head="int8")
+    exact = OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="offset", lm_head="int8")
     report = quantize_weights_ort(smol_ir.model, tmp_path / "fzp.onnx", exact)
     assert report.bytes_after < 0.5 * report.bytes_before
     default = quantize_weights_ort(smol_ir.model, tmp_path / "int4.onnx", OrtWeightOnlyOptions(bits=4))
