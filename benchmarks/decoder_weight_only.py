@@ -140,6 +140,10 @@ def build(ir, work: Path, with_openvino: bool, threads: int) -> dict:
         # min/max blocks (exact on a GGUF's Q4_1 weights) and an INT8 head (Q8_0's grid)
         "ort-int4-offset-head-int8": OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="offset",
                                                           lm_head="int8"),
+        "ort-int4-offset-head-int8-acc1": OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="offset",
+                                                               lm_head="int8", accuracy_level=1),
+        "ort-int4-offset-head-int8-acc0": OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="offset",
+                                                               lm_head="int8", accuracy_level=0),
         "ort-int4-float-zp-head-int8": OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="float",
                                                             lm_head="int8"),
     }

@@ -154,7 +154,7 @@ class WeightOnlyReport:
                 for k, v in asdict(self.options).items()}
         opts["lm_head"] = str(self.options.head_precision)
         quantizer = {ZeroPoints.FLOAT: "edgeagent min/max blocks, float zero points (MatMulNBits)",
-                     ZeroPoints.OFFSET: "edgeagent min/max blocks, zero point 0 + per-block offset MatMul",
+                     ZeroPoints.OFFSET: "edgeagent min/max blocks, zero point 8 + per-block offset MatMul",
                      }.get(self.options.zero_points, "onnxruntime MatMulNBitsQuantizer (DEFAULT/RTN)")
         return {"recipe": "weight-only", "quantizer": quantizer,
                 "options": opts, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
@@ -306,10 +306,10 @@ def minmax_blocks(weight: np.ndarray, bits: int, block_size: int):
 def _quantize_exact_grid(proto, names: list[str], bits: int, options: OrtWeightOnlyOptions) -> None:
     """Replace each named MatMul by MatMulNBits on min/max blocks (see minmax_blocks).
 
-    FLOAT: the float zero points go into MatMulNBits. OFFSET: w = scale * q + min per block, so
-    x @ W = MatMulNBits(x; q, scale, zero point 0) + blocksum(x) @ MIN, where blocksum sums x over
-    each block of K ([..., K] → [..., K/block]) and MIN is [K/block, N]; one blocksum serves every
-    MatMul that reads the same input (q/k/v, gate/up).
+    FLOAT: the float zero points go into MatMulNBits. OFFSET: w = scale * (q - 8) + c per block
+    with c = min + 8 * scale, so x @ W = MatMulNBits(x; q, scale, zero point 8) + blocksum(x) @ C,
+    where blocksum sums x over each block of K ([..., K] → [..., K/block]) and C is [K/block, N];
+    one blocksum serves every MatMul that reads the same input (q/k/v, gate/up).
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -343,12 +343,16 @@ def _quantize_exact_grid(proto, names: list[str], bits: int, options: OrtWeightO
             replacement.metadata_props.extend(node.metadata_props)
             nodes.append(replacement)
             continue
-        # minima = -zero_point * scale (constant blocks: scale holds the value, zero point -1)
-        minima = (-zero_points * scales).T.astype(np.float32)  # [K/block, N]
-        zero = np.zeros((n, -(-scales.shape[1] // 2)), np.uint8)
+        # w = scale * q + minimum = scale * (q - 8) + (minimum + 8 * scale): the zero point 8
+        # centres the MatMulNBits term, so accuracy_level 4's int8 activations err on a centred
+        # weight (as with symmetric INT4) instead of on one offset by 7.5 levels, which the exact
+        # float correction would then fail to cancel. minimum = -zero_point * scale (constant
+        # blocks: scale holds the value, zero point -1).
+        minima = ((-zero_points + 8.0) * scales).T.astype(np.float32)  # [K/block, N]
+        zero = np.full((n, -(-scales.shape[1] // 2)), 0x88, np.uint8)
         proto.graph.initializer.extend([numpy_helper.from_array(packed, base),
                                         numpy_helper.from_array(scales, base + "_scales"),
-                                        numpy_helper.from_array(zero, base + "_zp0"),
+                                        numpy_helper.from_array(zero, base + "_zp8"),
                                         numpy_helper.from_array(minima, base + "_minima")])
         source = node.input[0]
         if source not in blocksums:
@@ -361,7 +365,7 @@ def _quantize_exact_grid(proto, names: list[str], bits: int, options: OrtWeightO
                                           keepdims=0, name=f"{node.name}_blocksum"))
             blocksums[source] = f"{source}__blocksum{block}"
         main, correction = f"{node.output[0]}__nbits", f"{node.output[0]}__offset"
-        quantized = helper.make_node("MatMulNBits", [source, base, base + "_scales", base + "_zp0"], [main],
+        quantized = helper.make_node("MatMulNBits", [source, base, base + "_scales", base + "_zp8"], [main],
                                      name=f"{node.name}_Q{bits}", domain="com.microsoft", **attrs)
         quantized.metadata_props.extend(node.metadata_props)
         nodes.extend([quantized,

@@ -205,7 +205,7 @@ def test_exact_grids_keep_a_gguf_q4_1_model(q4_1_ir, tmp_path, zero_points, leve
         # one blocksum per distinct input: q/k/v share one, gate/up share one → 4 per layer
         assert sum(n.op_type == "ReduceSum" for n in nodes) == 8
         nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
-        assert all(n.input[3].endswith("_zp0") for n in nbits)
+        assert all(n.input[3].endswith("_zp8") for n in nbits)
 
 
 def test_exact_grid_options():
