@@ -7,7 +7,8 @@ IR_DIR is a folder `edgeagent.export_causal_lm` wrote (export SmolLM2-135M-Instr
 `python -c "from edgeagent.causal import export_causal_lm; export_causal_lm('…/SmolLM2-135M-Instruct.Q4_1.gguf', 'smol-ir')"`).
 Recipes: ONNX Runtime float32, float32 with the transformer optimizer's RMSNorm fusions,
 MatMulNBits INT8 and INT4 (accuracy_level 4, block 32), INT4 without accuracy_level, INT4 with
-a float32 LM head; OpenVINO stateful float32 and NNCF INT8/INT4 (`--openvino`).
+a float32 LM head, INT4 on exact min/max blocks (offset and float zero points) with an INT8 head; OpenVINO stateful float32 and
+NNCF INT8/INT4 (`--openvino`), each with float32 and with the plugin's default (bf16) precision.
 
 Timings are medians over `--repeats` rounds that interleave the recipes, so drift on a shared
 machine lands on every recipe alike; each round's prefill is the median of 5 calls and its
@@ -136,6 +137,15 @@ def build(ir, work: Path, with_openvino: bool, threads: int) -> dict:
         "ort-int4": OrtWeightOnlyOptions(bits=4),
         "ort-int4-acc0": OrtWeightOnlyOptions(bits=4, accuracy_level=0),
         "ort-int4-head-fp32": OrtWeightOnlyOptions(bits=4, lm_head="fp32"),
+        # min/max blocks (exact on a GGUF's Q4_1 weights) and an INT8 head (Q8_0's grid)
+        "ort-int4-offset-head-int8": OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="offset",
+                                                          lm_head="int8"),
+        "ort-int4-offset-head-int8-acc1": OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="offset",
+                                                               lm_head="int8", accuracy_level=1),
+        "ort-int4-offset-head-int8-acc0": OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="offset",
+                                                               lm_head="int8", accuracy_level=0),
+        "ort-int4-float-zp-head-int8": OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="float",
+                                                            lm_head="int8"),
     }
     for name, options in ort_recipes.items():
         path = work / f"{name}.onnx"

@@ -50,7 +50,7 @@ def run(model, og, prompt: list[int], new_tokens: int) -> tuple[list[int], float
         start = time.perf_counter()
         generator.generate_next_token()
         steps.append(time.perf_counter() - start)
-    tokens = list(generator.get_sequence(0))[len(prompt):]
+    tokens = [int(t) for t in generator.get_sequence(0)][len(prompt):]
     return tokens, prefill, steps
 
 

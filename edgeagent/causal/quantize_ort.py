@@ -37,6 +37,18 @@ ACCURACY_LEVELS = {0: "unset (ONNX Runtime picks; float32 on CPU)", 1: "float32"
                    3: "bfloat16", 4: "int8"}
 
 
+class ZeroPoints(enum.StrEnum):
+    """How an asymmetric block (symmetric=False) stores its offset."""
+
+    INTEGER = "integer"  # onnxruntime's quantizer: a 4/8-bit zero point per block
+    # Exact min..max blocks (see minmax_blocks). FLOAT puts float zero points in MatMulNBits,
+    # which ONNX Runtime 1.32's CPU kernels run on a slow path; OFFSET stores unsigned levels
+    # with zero point 0 and adds the blocks' minima as a small extra MatMul on per-block sums of
+    # the input, which keeps the fast int8-compute kernels.
+    FLOAT = "float"
+    OFFSET = "offset"
+
+
 class WeightPrecision(enum.StrEnum):
     FP32 = "fp32"
     INT8 = "int8"
@@ -61,11 +73,11 @@ class OrtWeightOnlyOptions:
             zero-padding its last block (default True); False keeps it in float32.
         exclude: node names (or module paths, e.g. model.layers.0.mlp.down_proj) to keep in
             float32 (default none).
-        float_zero_points: asymmetric blocks with float zero points, quantized here instead
-            of by the ORT quantizer (which writes only integer ones): each block spans exactly
-            its min..max. Weights that already lie on such a 4-bit grid — a GGUF's Q4_1
-            tensors, dequantized — come back exactly (default False; bits=4 and
-            symmetric=False only).
+        zero_points: with symmetric=False, integer (the ORT quantizer's), float or offset
+            (default integer). float and offset make each block span exactly its min..max: weights
+            already on such a 4-bit grid — a GGUF's Q4_1 tensors, dequantized — come back exactly,
+            where an integer zero point re-quantizes them. offset also keeps ONNX Runtime's fast
+            kernels (see ZeroPoints). 4-bit only; an INT8 head is then symmetric (GGUF's Q8_0).
     """
 
     bits: int = 4
@@ -76,7 +88,7 @@ class OrtWeightOnlyOptions:
     embeddings: WeightPrecision = WeightPrecision.FP32
     pad_partial_blocks: bool = True
     exclude: tuple[str, ...] = ()
-    float_zero_points: bool = False
+    zero_points: ZeroPoints = ZeroPoints.INTEGER
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
@@ -93,12 +105,19 @@ class OrtWeightOnlyOptions:
             raise InputError("embeddings may be fp32 or int4: ONNX Runtime's GatherBlockQuantized "
                              "has no 8-bit form", field="embeddings")
         object.__setattr__(self, "exclude", tuple(self.exclude))
-        if self.float_zero_points and self.symmetric:
-            raise InputError("float_zero_points needs symmetric=False (a symmetric block has no "
-                             "zero point)", field="float_zero_points")
-        if self.float_zero_points and self.bits != 4:
-            raise InputError("float_zero_points is for bits=4: ONNX Runtime's CPU MatMulNBits "
-                             "refuses 8-bit weights with float zero points", field="float_zero_points")
+        object.__setattr__(self, "zero_points", ZeroPoints(self.zero_points))
+        if self.exact_grid and self.symmetric:
+            raise InputError(f"zero_points={self.zero_points} needs symmetric=False (a symmetric "
+                             "block has no zero point)", field="zero_points")
+        if self.exact_grid and self.bits != 4:
+            raise InputError(f"zero_points={self.zero_points} is for bits=4: ONNX Runtime's CPU "
+                             "MatMulNBits refuses 8-bit weights with float zero points",
+                             field="zero_points")
+
+    @property
+    def exact_grid(self) -> bool:
+        """Blocks spanning exactly their min..max (zero_points float or offset)."""
+        return self.zero_points != ZeroPoints.INTEGER
 
     @property
     def head_precision(self) -> WeightPrecision:
@@ -134,8 +153,9 @@ class WeightOnlyReport:
         opts = {k: (str(v) if isinstance(v, enum.Enum) else list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self.options).items()}
         opts["lm_head"] = str(self.options.head_precision)
-        quantizer = ("edgeagent min/max blocks with float zero points (MatMulNBits)" if self.options.float_zero_points
-                     else "onnxruntime MatMulNBitsQuantizer (DEFAULT/RTN)")
+        quantizer = {ZeroPoints.FLOAT: "edgeagent min/max blocks, float zero points (MatMulNBits)",
+                     ZeroPoints.OFFSET: "edgeagent min/max blocks, zero point 8 + per-block offset MatMul",
+                     }.get(self.options.zero_points, "onnxruntime MatMulNBitsQuantizer (DEFAULT/RTN)")
         return {"recipe": "weight-only", "quantizer": quantizer,
                 "options": opts, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "quantized": [asdict(q) for q in self.quantized],
@@ -205,11 +225,14 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
     quant_logger.setLevel(logging.WARNING)
     try:
         for bits, names in passes:
-            if options.float_zero_points and bits == 4:  # an INT8 head takes the integer path
-                _quantize_float_zero_points(proto, names, bits, options)
+            if options.exact_grid and bits == 4:  # an INT8 head takes the integer path
+                _quantize_exact_grid(proto, names, bits, options)
                 continue
+            # With float zero points the INT8 head is symmetric: CPU MatMulNBits has no 8-bit float
+            # zero points, and symmetric int8 blocks are what a GGUF's Q8_0 embedding already is.
+            symmetric = options.symmetric or (options.exact_grid and bits == 8)
             quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=options.block_size,
-                                             is_symmetric=options.symmetric,
+                                             is_symmetric=symmetric,
                                              accuracy_level=options.accuracy_level,
                                              nodes_to_exclude=_all_but(proto, names),
                                              op_types_to_quantize=("MatMul",))
@@ -280,13 +303,22 @@ def minmax_blocks(weight: np.ndarray, bits: int, block_size: int):
     return q, scales, zero_points
 
 
-def _quantize_float_zero_points(proto, names: list[str], bits: int, options: OrtWeightOnlyOptions) -> None:
-    """Replace each named MatMul by a MatMulNBits whose zero points are float (see minmax_blocks)."""
+def _quantize_exact_grid(proto, names: list[str], bits: int, options: OrtWeightOnlyOptions) -> None:
+    """Replace each named MatMul by MatMulNBits on min/max blocks (see minmax_blocks).
+
+    FLOAT: the float zero points go into MatMulNBits. OFFSET: w = scale * (q - 8) + c per block
+    with c = min + 8 * scale, so x @ W = MatMulNBits(x; q, scale, zero point 8) + blocksum(x) @ C,
+    where blocksum sums x over each block of K ([..., K] → [..., K/block]) and C is [K/block, N];
+    one blocksum serves every MatMul that reads the same input (q/k/v, gate/up).
+    """
     import onnx
     from onnx import helper, numpy_helper
 
     wanted = set(names)
     inits = {t.name: t for t in proto.graph.initializer}
+    offset = options.zero_points == ZeroPoints.OFFSET
+    block = options.block_size
+    blocksums: dict[str, str] = {}
     nodes = []
     for node in proto.graph.node:
         if node.op_type != "MatMul" or node.name not in wanted or node.input[1] not in inits:
@@ -294,18 +326,52 @@ def _quantize_float_zero_points(proto, names: list[str], bits: int, options: Ort
             continue
         weight = numpy_helper.to_array(inits[node.input[1]])
         k, n = weight.shape
-        packed, scales, zero_points = minmax_blocks(weight, bits, options.block_size)
-        base = f"{node.input[1]}_Q{bits}f"
-        proto.graph.initializer.extend([numpy_helper.from_array(packed, base),
-                                        numpy_helper.from_array(scales, base + "_scales"),
-                                        numpy_helper.from_array(zero_points, base + "_zero_points")])
-        attrs = {"K": k, "N": n, "bits": bits, "block_size": options.block_size}
+        packed, scales, zero_points = minmax_blocks(weight, bits, block)
+        use_offset = offset and not k % block  # a partial block would need a padded blocksum
+        base = f"{node.input[1]}_Q{bits}{'o' if use_offset else 'f'}"
+        attrs = {"K": k, "N": n, "bits": bits, "block_size": block}
         if options.accuracy_level:
             attrs["accuracy_level"] = options.accuracy_level
-        replacement = helper.make_node("MatMulNBits", [node.input[0], base, base + "_scales", base + "_zero_points"],
-                                       list(node.output), name=f"{node.name}_Q{bits}", domain="com.microsoft", **attrs)
-        replacement.metadata_props.extend(node.metadata_props)
-        nodes.append(replacement)
+        if not use_offset:
+            proto.graph.initializer.extend([numpy_helper.from_array(packed, base),
+                                            numpy_helper.from_array(scales, base + "_scales"),
+                                            numpy_helper.from_array(zero_points, base + "_zero_points")])
+            replacement = helper.make_node("MatMulNBits", [node.input[0], base, base + "_scales",
+                                                           base + "_zero_points"],
+                                           list(node.output), name=f"{node.name}_Q{bits}",
+                                           domain="com.microsoft", **attrs)
+            replacement.metadata_props.extend(node.metadata_props)
+            nodes.append(replacement)
+            continue
+        # w = scale * q + minimum = scale * (q - 8) + (minimum + 8 * scale): the zero point 8
+        # centres the MatMulNBits term, so accuracy_level 4's int8 activations err on a centred
+        # weight (as with symmetric INT4) instead of on one offset by 7.5 levels, which the exact
+        # float correction would then fail to cancel. minimum = -zero_point * scale (constant
+        # blocks: scale holds the value, zero point -1).
+        minima = ((-zero_points + 8.0) * scales).T.astype(np.float32)  # [K/block, N]
+        zero = np.full((n, -(-scales.shape[1] // 2)), 0x88, np.uint8)
+        proto.graph.initializer.extend([numpy_helper.from_array(packed, base),
+                                        numpy_helper.from_array(scales, base + "_scales"),
+                                        numpy_helper.from_array(zero, base + "_zp8"),
+                                        numpy_helper.from_array(minima, base + "_minima")])
+        source = node.input[0]
+        if source not in blocksums:
+            shape = f"{base}_blocksum_shape"
+            proto.graph.initializer.append(numpy_helper.from_array(
+                np.asarray([0] * (_rank(proto, source) - 1) + [k // block, block], np.int64), shape))
+            blocks = f"{source}__blocks{block}"
+            nodes.append(helper.make_node("Reshape", [source, shape], [blocks], name=f"{node.name}_blocks"))
+            nodes.append(helper.make_node("ReduceSum", [blocks, _axes(proto)], [f"{source}__blocksum{block}"],
+                                          keepdims=0, name=f"{node.name}_blocksum"))
+            blocksums[source] = f"{source}__blocksum{block}"
+        main, correction = f"{node.output[0]}__nbits", f"{node.output[0]}__offset"
+        quantized = helper.make_node("MatMulNBits", [source, base, base + "_scales", base + "_zp8"], [main],
+                                     name=f"{node.name}_Q{bits}", domain="com.microsoft", **attrs)
+        quantized.metadata_props.extend(node.metadata_props)
+        nodes.extend([quantized,
+                      helper.make_node("MatMul", [blocksums[source], base + "_minima"], [correction],
+                                       name=f"{node.name}_offset"),
+                      helper.make_node("Add", [main, correction], list(node.output), name=f"{node.name}_add")])
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
     used = {i for node in proto.graph.node for i in node.input}
@@ -314,6 +380,23 @@ def _quantize_float_zero_points(proto, names: list[str], bits: int, options: Ort
     proto.graph.initializer.extend(keep)
     if not any(o.domain == "com.microsoft" for o in proto.opset_import):
         proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+
+
+def _rank(proto, name: str) -> int:
+    """A tensor's rank from the exporter's value_info (linear inputs are [batch, sequence, K])."""
+    for value in [*proto.graph.value_info, *proto.graph.input]:
+        if value.name == name and value.type.tensor_type.HasField("shape"):
+            return len(value.type.tensor_type.shape.dim)
+    return 3
+
+
+def _axes(proto) -> str:
+    from onnx import numpy_helper
+
+    name = "edgeagent_last_axis"
+    if not any(t.name == name for t in proto.graph.initializer):
+        proto.graph.initializer.append(numpy_helper.from_array(np.asarray([-1], np.int64), name))
+    return name
 
 
 def _all_but(proto, names: list[str]) -> list[str]:

@@ -135,7 +135,7 @@ def _q4_1_grid(rng, k, n, block=32):
 
 
 @pytest.mark.parametrize("level", [0, 4])
-def test_float_zero_points_reproduce_a_q4_1_grid(level):
+def test_minmax_blocks_reproduce_a_q4_1_grid(level):
     from onnx import TensorProto, helper, numpy_helper
 
     from edgeagent.causal.quantize_ort import minmax_blocks
@@ -163,37 +163,55 @@ def test_float_zero_points_reproduce_a_q4_1_grid(level):
     np.testing.assert_allclose(y, a @ w, atol=1e-4 if level == 0 else 0.05 * np.abs(a @ w).max())
 
 
-def test_float_zero_points_keep_a_gguf_q4_1_model_exact(llama_dir, tmp_path):
-    """A tiny Llama whose linear weights sit on a Q4_1 grid (as a dequantized Q4_1 GGUF's do):
-    INT4 with float zero points gives the float32 logits back; integer zero points do not."""
+@pytest.fixture(scope="module")
+def q4_1_ir(llama_dir, tmp_path_factory):
+    """A tiny Llama whose linear weights sit on a Q4_1 grid, as a dequantized Q4_1 GGUF's do."""
     import torch
     import transformers
 
     from edgeagent.causal import export_causal_lm
 
+    tmp = tmp_path_factory.mktemp("q4_1")
     model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir)
     rng = np.random.default_rng(1)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("proj.weight"):  # [N, K]; GGUF blocks run along K
                 param.copy_(torch.from_numpy(_q4_1_grid(rng, param.shape[1], param.shape[0]).T.copy()))
-    folder = tmp_path / "q4_1-llama"
-    model.save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(llama_dir).save_pretrained(folder)
-    ir = export_causal_lm(folder, tmp_path / "ir", greedy_tokens=4, decode_steps=2)
-    prompts = parity.encode_prompts(ir.path, list(parity.DEFAULT_PROMPTS))
-    fp32 = _prefill_logits(ir.model.path, prompts)
-    options = OrtWeightOnlyOptions(symmetric=False, float_zero_points=True, accuracy_level=0, lm_head="fp32")
-    report = quantize_weights_ort(ir.model, tmp_path / "fzp.onnx", options)
+    model.save_pretrained(tmp / "hf")
+    transformers.AutoTokenizer.from_pretrained(llama_dir).save_pretrained(tmp / "hf")
+    return export_causal_lm(tmp / "hf", tmp / "ir", greedy_tokens=4, decode_steps=2)
+
+
+@pytest.mark.parametrize("zero_points, level, atol", [("float", 0, 2e-4), ("offset", 0, 2e-4), ("offset", 4, None)])
+def test_exact_grids_keep_a_gguf_q4_1_model(q4_1_ir, tmp_path, zero_points, level, atol):
+    """INT4 on min/max blocks gives the float32 logits back; integer zero points do not."""
+    prompts = parity.encode_prompts(q4_1_ir.path, list(parity.DEFAULT_PROMPTS))
+    fp32 = _prefill_logits(q4_1_ir.model.path, prompts)
+    options = OrtWeightOnlyOptions(symmetric=False, zero_points=zero_points, accuracy_level=level, lm_head="fp32")
+    report = quantize_weights_ort(q4_1_ir.model, tmp_path / "exact.onnx", options)
     assert len(report.quantized) == 14 and report.to_json()["quantizer"].startswith("edgeagent min/max")
-    np.testing.assert_allclose(_prefill_logits(tmp_path / "fzp.onnx", prompts), fp32, atol=2e-4)
-    integer = OrtWeightOnlyOptions(symmetric=False, accuracy_level=0, lm_head="fp32")
-    quantize_weights_ort(ir.model, tmp_path / "izp.onnx", integer)
-    assert np.abs(_prefill_logits(tmp_path / "izp.onnx", prompts) - fp32).max() > 1e-2
+    got = _prefill_logits(tmp_path / "exact.onnx", prompts)
+    integer = OrtWeightOnlyOptions(symmetric=False, accuracy_level=level, lm_head="fp32")
+    quantize_weights_ort(q4_1_ir.model, tmp_path / "integer.onnx", integer)
+    integer_error = np.abs(_prefill_logits(tmp_path / "integer.onnx", prompts) - fp32)
+    if atol is not None:
+        np.testing.assert_allclose(got, fp32, atol=atol)
+        assert integer_error.max() > 1e-2
+    else:  # int8 activations (accuracy_level 4) add their own error; the weights' is gone
+        assert np.abs(got - fp32).mean() < 0.7 * integer_error.mean()
+    nodes = _nodes(tmp_path / "exact.onnx")
+    if zero_points == "offset":
+        # one blocksum per distinct input: q/k/v share one, gate/up share one → 4 per layer
+        assert sum(n.op_type == "ReduceSum" for n in nodes) == 8
+        nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
+        assert all(n.input[3].endswith("_zp8") for n in nbits)
 
 
-def test_float_zero_points_options():
+def test_exact_grid_options():
     with pytest.raises(InputError, match="symmetric=False"):
-        OrtWeightOnlyOptions(float_zero_points=True)
+        OrtWeightOnlyOptions(zero_points="float")
     with pytest.raises(InputError, match="8-bit"):
-        OrtWeightOnlyOptions(bits=8, symmetric=False, float_zero_points=True)
+        OrtWeightOnlyOptions(bits=8, symmetric=False, zero_points="offset")
+    with pytest.raises(ValueError):
+        OrtWeightOnlyOptions(symmetric=False, zero_points="half")

@@ -62,17 +62,24 @@ def test_it_answers(smol_ir):
     assert "Paris" in text
 
 
-def _agreement(ir, path, prompts, n=32):
+def _prefill_top1(ir, path, prompts) -> float:
+    """Share of prompt positions whose top-1 next token matches the float32 IR's."""
+    import numpy as np
+
     layout = _layout(ir)
     ref_step, step = parity.ort_step(ir.model.path, ir.num_layers), parity.ort_step(path, ir.num_layers)
-    same = 0
+    hits = total = 0
     for prompt in prompts:
-        ref, _ = parity.greedy(ref_step, prompt, n, **layout)
-        got, _ = parity.greedy(step, prompt, n, **layout)
-        same += sum(a == b for a, b in zip(ref, got))
-    return same / (len(prompts) * n)
+        ids = np.asarray([prompt])
+        feeds = (ids, np.ones_like(ids), parity.position_ids(np.ones_like(ids)), parity.empty_past(1, **layout))
+        hits += int((ref_step(*feeds)[0].argmax(-1) == step(*feeds)[0].argmax(-1)).sum())
+        total += len(prompt)
+    return hits / total
 
 
+# Measured on 20 prompts (notes/decoder-findings.md): prefill top-1 agreement INT8 0.986,
+# INT4 integer zero points 0.55, INT4 float zero points + INT8 head 0.993. The weights come
+# from a Q4_1 GGUF, and re-quantizing them on another 4-bit grid is what loses accuracy.
 def test_int8_weight_only_agrees_with_fp32(smol_ir, smol_prompts, tmp_path):
     from edgeagent.causal.quantize_ort import OrtWeightOnlyOptions, quantize_weights_ort
 
@@ -80,15 +87,20 @@ def test_int8_weight_only_agrees_with_fp32(smol_ir, smol_prompts, tmp_path):
     assert len(report.quantized) == 30 * 7 + 1 and report.kept == ()
     # K = 576 is 4.5 blocks of 128 but 18 of 32: nothing is padded at the default block size
     assert not any(q.padded for q in report.quantized)
-    assert _agreement(smol_ir, tmp_path / "int8.onnx", smol_prompts) >= 0.95
+    assert _prefill_top1(smol_ir, tmp_path / "int8.onnx", smol_prompts) >= 0.97
 
 
-def test_int4_weight_only_agrees_with_fp32(smol_ir, smol_prompts, tmp_path):
+def test_int4_float_zero_points_keep_the_gguf_grid(smol_ir, smol_prompts, tmp_path):
     from edgeagent.causal.quantize_ort import OrtWeightOnlyOptions, quantize_weights_ort
 
-    report = quantize_weights_ort(smol_ir.model, tmp_path / "int4.onnx", OrtWeightOnlyOptions(bits=4))
+    exact = OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="offset", lm_head="int8")
+    report = quantize_weights_ort(smol_ir.model, tmp_path / "fzp.onnx", exact)
     assert report.bytes_after < 0.5 * report.bytes_before
-    assert _agreement(smol_ir, tmp_path / "int4.onnx", smol_prompts) >= 0.5
+    default = quantize_weights_ort(smol_ir.model, tmp_path / "int4.onnx", OrtWeightOnlyOptions(bits=4))
+    assert default.bytes_after < 0.5 * default.bytes_before
+    kept_grid = _prefill_top1(smol_ir, tmp_path / "fzp.onnx", smol_prompts)
+    requantized = _prefill_top1(smol_ir, tmp_path / "int4.onnx", smol_prompts)
+    assert kept_grid >= 0.98 and requantized < kept_grid - 0.2
 
 
 @pytest.mark.openvino
