@@ -110,6 +110,9 @@ class OrtCompileOptions:
             4 int8 (default 4: INT4 without an int8 compute level dequantizes to float32 each call
             and loses its speed on CPUs, as ONNX Runtime's issues report).
         lm_head: a decoder's LM head precision: fp32, int8 or int4 (default: as the body).
+        zero_points: a decoder's asymmetric INT4 blocks (symmetric=False): integer (onnxruntime's
+            quantizer, default), float or offset (each block spans exactly its min..max, so a
+            GGUF's Q4_1 weights come back exactly; see edgeagent.causal.quantize_ort).
     """
 
     int8: Int8Recipe | None = None
@@ -129,6 +132,7 @@ class OrtCompileOptions:
     symmetric: bool = True
     accuracy_level: int = 4
     lm_head: str | None = None
+    zero_points: str = "integer"
 
     def __post_init__(self) -> None:
         if self.device is not None:
@@ -709,7 +713,7 @@ class OnnxRuntimeBackend(Backend):
         else:
             report = quantize_weights_ort(ir, out / MODEL_FILE, OrtWeightOnlyOptions(
                 bits=4 if precision is Precision.INT4 else 8, block_size=opts.block_size, symmetric=opts.symmetric,
-                accuracy_level=opts.accuracy_level, lm_head=opts.lm_head))
+                accuracy_level=opts.accuracy_level, lm_head=opts.lm_head, zero_points=opts.zero_points))
             recipe.update(name="weight-only", weights=f"int{4 if precision is Precision.INT4 else 8}",
                           activations="float32", **report.to_json())
         recipe["assets"] = copy_assets(ir, out)
