@@ -6,15 +6,15 @@ DIR is an `edgeagent demo` EDGEAGENT_HOME (default: $EDGEAGENT_HOME or ~/.cache/
 teacher (`ha-intents/teacher/teacher.onnx`, compiled fp32 here) and the agent folder's student
 INT8 (onnxruntime) are measured on
 
-- `edgeagent/workloads/data/router_robustness.jsonl`: 552 hand-written in-domain utterances in seven
+- `benchmarks/data/router_robustness.jsonl`: 552 hand-written in-domain utterances in seven
   phenomenon groups, never trained on (see its README) — intent accuracy and slot exact match
   per group, with each utterance's satellite `context`;
-- `edgeagent/workloads/data/router_ood.jsonl`: 177 hand-written out-of-domain utterances — rejection;
+- `benchmarks/data/router_ood.jsonl`: 177 hand-written out-of-domain utterances — rejection;
 - the ha-intents dev split (templates and the training resources' dev phrasings and held-out
   negatives): expected calibration error (15 bins) before and after temperature scaling fitted
   there, and out-of-domain rejection at the threshold that rejects at most 1 % of its in-domain
   utterances;
-- with `edgeagent/workloads/data/robustness_home.yaml` and the context: the share of named devices,
+- with `benchmarks/data/robustness_home.yaml` and the context: the share of named devices,
   areas and floors resolved to the right entity, from the model's slots and, to isolate the
   resolver, from the gold slots.
 
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._provenance import provenance  # noqa: E402
 
 COMMAND = "python benchmarks/router_robustness.py"
-DATA = ROOT / "edgeagent" / "workloads" / "data"  # the evaluation files ship as package data
+DATA = ROOT / "benchmarks" / "data"
 
 
 def _lines(path: Path) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parents[2] / "edgeagent" / "workloads" / "data"  # where the files live (package data)
+HERE = Path(__file__).resolve().parent
 
 INTENTS = frozenset("""
 HassBroadcast HassCancelAllTimers HassCancelTimer HassClimateGetTemperature HassClimateSetFanMode

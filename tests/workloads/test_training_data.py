@@ -18,7 +18,7 @@ yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINING = ROOT / "edgeagent" / "workloads" / "data"
-EVALUATION = ROOT / "edgeagent" / "workloads" / "data"  # the hand-written evaluation files
+EVALUATION = ROOT / "benchmarks" / "data"
 
 
 def _normal(text: str) -> str:
