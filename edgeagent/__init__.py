@@ -21,6 +21,7 @@ _EXPORTS = {
     "export": "edgeagent.export",
     "export_hf": "edgeagent.export",
     "distill": "edgeagent.distill",
+    "compress": "edgeagent.compress",
     "Dataset": "edgeagent.data",
     "compile": "edgeagent.pipeline",
     "load_session": "edgeagent.pipeline",

@@ -58,14 +58,22 @@ def score(task, model, examples) -> dict[str, float]:
 
 
 def export_model(task, model, path: str | os.PathLike) -> Path:
-    """Parity-checked ONNX export with the task's names and dynamic axes."""
+    """Parity-checked ONNX export with the task's names and dynamic axes.
+
+    A model `edgeagent.compress` made carries its recipe and structure (`model.compression`);
+    they go into the ONNX metadata under `compression`, so every artifact compiled from the file
+    (whose backends keep the source's metadata) says how it was compressed.
+    """
     import torch
 
     from ..export import export
 
     spec = task.export_spec()
+    compression = getattr(model, "compression", None)
+    metadata = {"compression": compression} if compression else None
     export(model, spec.example_inputs(torch), path, input_names=list(spec.input_names),
-           output_names=list(spec.output_names), dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()})
+           output_names=list(spec.output_names), dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()},
+           metadata=metadata)
     return Path(path)
 
 
