@@ -181,7 +181,11 @@ def prune_encoder(model, spec: PruneSpec, *, data: Sequence[Mapping[str, Any]] |
     _check_plain_linears(layers, torch)
     before = parameter_count(model)
     label_map = dict(label_map or {})
-    if spec.importance == "taylor":
+    if isinstance(spec.layers, tuple):
+        _layers_to_drop(spec, [0.0] * len(layers))  # refuse bad indices before any work
+    # Layers named by index need no ranking; everything else is ranked by `spec.importance`.
+    ranked = bool(spec.heads or spec.ffn or not isinstance(spec.layers, tuple))
+    if spec.importance == "taylor" and ranked:
         layer_scores = accumulate_gradients(
             model, list(layers), data or [],
             lambda m, batch: encoder_loss(m, batch, output_names=output_names, label_map=label_map),
