@@ -196,6 +196,8 @@ def compress(model, *, prune: PruneSpec | Mapping | str | None = None,
         result = measure_files(base, new, spec=measure, workdir=folder, workload=workload, examples=data)
     result["verdict"] = verdict(result)
     record["measured"] = result
+    # Assigned again: torch.export restores a module's plain attributes as copies of themselves.
+    work.compression = record
     if result["kept"]:
         return work
     if measure.on_reject == "keep-input":
