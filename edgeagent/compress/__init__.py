@@ -145,6 +145,14 @@ def compress(model, *, prune: PruneSpec | Mapping | str | None = None,
     if decoder and measure is not None:
         raise InputError("the speed gate exports encoders; measure decoders with the generative path's bench",
                          field="measure")
+    if prune is not None and prune.positions is not None:
+        if decoder:
+            raise InputError("prune positions= trims an encoder's learned position table; decoders use rotary "
+                             "positions", field="positions")
+        longest = getattr(task, "max_length", None)
+        if isinstance(longest, int) and prune.positions < longest:
+            raise InputError(f"prune positions={prune.positions}: the task's reader feeds up to {longest} tokens, so "
+                             f"keep at least {longest} rows", field="positions")
     work = copy.deepcopy(model).eval()
     previous = getattr(model, "compression", None)
     output_names, label_map = _task_names(task)

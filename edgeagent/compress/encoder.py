@@ -151,6 +151,33 @@ def _plan_ffn(spec: PruneSpec, neuron_scores: Mapping[int, Any], keep: Sequence[
     return kept
 
 
+def trim_positions(model, positions: int) -> dict[str, Any]:
+    """Keep the first `positions` rows of the encoder's position table (the config follows).
+
+    Raises:
+        InputError: more rows than the table has.
+    """
+    import torch
+
+    encoder = bert_encoder(model)
+    embeddings = encoder.embeddings
+    table = embeddings.position_embeddings
+    if positions > table.num_embeddings:
+        raise InputError(f"prune positions={positions}: the position table has {table.num_embeddings} rows; keep "
+                         f"1..{table.num_embeddings}", field="positions")
+    new = torch.nn.Embedding(positions, table.embedding_dim)
+    with torch.no_grad():
+        new.weight.copy_(table.weight[:positions])
+    new.weight.requires_grad_(table.weight.requires_grad)
+    embeddings.position_embeddings = new
+    for name in ("position_ids", "token_type_ids"):  # transformers' BertEmbeddings keeps index buffers
+        buffer = getattr(embeddings, name, None)
+        if buffer is not None and buffer.ndim == 2 and buffer.shape[1] > positions:
+            embeddings.register_buffer(name, buffer[:, :positions].clone(), persistent=False)
+    encoder.config.max_position_embeddings = positions
+    return {"positions_before": int(table.num_embeddings), "positions": positions}
+
+
 def prune_encoder(model, spec: PruneSpec, *, data: Sequence[Mapping[str, Any]] | None = None,
                   output_names: Sequence[str] | None = None, label_map: Mapping[str, str] | None = None
                   ) -> dict[str, Any]:
@@ -184,7 +211,7 @@ def prune_encoder(model, spec: PruneSpec, *, data: Sequence[Mapping[str, Any]] |
     if isinstance(spec.layers, tuple):
         _layers_to_drop(spec, [0.0] * len(layers))  # refuse bad indices before any work
     # Layers named by index need no ranking; everything else is ranked by `spec.importance`.
-    ranked = bool(spec.heads or spec.ffn or not isinstance(spec.layers, tuple))
+    ranked = bool(spec.heads or spec.ffn or (spec.layers and not isinstance(spec.layers, tuple)))
     if spec.importance == "taylor" and ranked:
         layer_scores = accumulate_gradients(
             model, list(layers), data or [],
@@ -234,7 +261,8 @@ def prune_encoder(model, spec: PruneSpec, *, data: Sequence[Mapping[str, Any]] |
                               "head_scores": [round(float(s), 6) for s in head_scores[original]]})
     encoder = bert_encoder(model)
     encoder.config.num_hidden_layers = len(keep)
-    return {"step": "prune", "importance": spec.importance, "scope": spec.scope,
+    positions = trim_positions(model, spec.positions) if spec.positions is not None else None
+    return {"step": "prune", "positions": positions, "importance": spec.importance, "scope": spec.scope,
             "layers_removed": drop, "layers_kept": keep,
             "layer_scores": [round(float(s), 6) for s in layer_scores], "layers": report_layers,
             "parameters_before": before, "parameters_after": parameter_count(model)}

@@ -20,7 +20,8 @@ from . import tiny  # noqa: E402
 from .test_prune import outputs  # noqa: E402
 
 pytestmark = pytest.mark.torch
-RECIPE = dict(prune={"heads": 0.5, "ffn": 0.5, "layers": 0.34}, low_rank={"embeddings": 24, "ffn_out": 16})
+RECIPE = dict(prune={"heads": 0.5, "ffn": 0.5, "layers": 0.34, "positions": 64},
+              low_rank={"embeddings": 24, "ffn_out": 16})
 
 
 def initializer_elements(path) -> dict[str, int]:
@@ -41,7 +42,7 @@ def test_save_and_load_rebuild_the_pruned_and_factorised_shapes(tmp_path, kind):
     folder = save_joint(out, tmp_path / "small", labels={"name": "x"})
     config = json.loads((folder / "config.json").read_text())
     assert config["compression"]["structure"]["layers"] == [{"heads": 2, "ffn": 64}] * 2
-    assert config["encoder"]["num_hidden_layers"] == 2
+    assert config["encoder"]["num_hidden_layers"] == 2 and config["encoder"]["max_position_embeddings"] == 64
     loaded = load_joint(folder)
     assert loaded.compression["recipe"]["low_rank"] == {"embeddings": 24, "ffn_out": 16}
     data = tiny.examples(6, seed=3)
@@ -60,8 +61,9 @@ def test_exported_onnx_has_smaller_initializers_and_carries_the_recipe(tmp_path,
     small = initializer_elements(small_path)
     assert sum(small.values()) < 0.5 * sum(base.values())
     # No 64 × 128 FFN matrix and no 1,200 × 64 embedding table survive; the factors are there instead.
-    assert 128 * 64 in base.values() and 1200 * 64 in base.values()
+    assert 128 * 64 in base.values() and 1200 * 64 in base.values() and 512 * 64 in base.values()
     assert 128 * 64 not in small.values() and 1200 * 64 not in small.values() and 1200 * 24 in small.values()
+    assert 512 * 64 not in small.values() and 64 * 64 in small.values()  # 64 position rows kept
     ir = edgeagent.load(small_path)
     recorded = json.loads(ir.metadata["compression"])
     assert recorded["recipe"]["prune"]["heads"] == 0.5 and recorded["structure"]["low_rank"]

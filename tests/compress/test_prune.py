@@ -125,3 +125,21 @@ def test_taylor_scores_rank_by_the_data():
     out = edgeagent.compress(model, prune={"heads": 0.25}, data=tiny.examples())
     layer = out.compression["steps"][0]["layers"][1]
     assert layer["heads_removed"] == [1] and layer["head_scores"][1] == 0.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_positions_keeps_the_first_rows_and_refuses_fewer_than_the_reader_feeds(kind):
+    model = tiny.joint(kind)
+    data = tiny.examples(8)
+    out = edgeagent.compress(model, prune="positions=64", task=tiny.task())
+    assert out.encoder.embeddings.position_embeddings.weight.shape == (64, 64)
+    assert out.encoder.config.max_position_embeddings == 64
+    for a, b in zip(outputs(model, data), outputs(out, data)):  # short sentences read the same rows
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(InputError, match="reader feeds up to 64 tokens") as caught:
+        edgeagent.compress(model, prune="positions=32", task=tiny.task())
+    assert caught.value.field == "positions"
+    with pytest.raises(InputError, match="has 512 rows"):
+        edgeagent.compress(model, prune="positions=600")
+    with pytest.raises(InputError, match="whole number"):
+        parse_prune("positions=6.5")
