@@ -46,10 +46,15 @@ ORT_INT8 = {"int8": "dynamic", "per_channel": True}
 # name → compress() arguments. Recovery distils from the uncompressed student (hidden-state MSE).
 RECIPES = {
     "heads50-ffn50": {"prune": "heads=0.5,ffn=0.5", "low_rank": None, "epochs": 3},
-    "layers2-heads50-ffn50-emb96": {"prune": "heads=0.5,ffn=0.5,layers=0.5", "low_rank": "embeddings=96", "epochs": 4},
-    "layers2-ffn50-emb64": {"prune": "ffn=0.5,layers=0.5", "low_rank": "embeddings=64", "epochs": 4},
+    "l3-heads50-ffn50-emb96": {"prune": "heads=0.5,ffn=0.5,layers=0.25,positions=64", "low_rank": "embeddings=96",
+                               "epochs": 4},
+    "l2-heads50-ffn50-emb64": {"prune": "heads=0.5,ffn=0.5,layers=0.5,positions=64", "low_rank": "embeddings=64",
+                               "epochs": 4},
+    "l2-ffn75-emb64": {"prune": "ffn=0.75,layers=0.5,positions=64", "low_rank": "embeddings=64", "epochs": 4},
+    "l2-heads50-ffn75-emb48": {"prune": "heads=0.5,ffn=0.75,layers=0.5,positions=64", "low_rank": "embeddings=48",
+                               "epochs": 4},
 }
-AUGMENT = 200  # the demo student's transfer set, per intent
+AUGMENT = 200  # the demo student's transfer set, per intent (--augment)
 
 
 def run_recipe(name: str, recipe: dict, student_dir: Path, work: Path, workload, train_data, dev) -> Path:
@@ -199,6 +204,7 @@ def main() -> int:
     parser.add_argument("--optimum-python", default="/work/venvs/optimum/bin/python")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.25, help="timed seconds per model per round")
+    parser.add_argument("--augment", type=int, default=AUGMENT, help="transfer sentences per intent in the recovery data")
     parser.add_argument("--limit", type=int, default=None, help="recover on the first N sentences only (quick checks)")
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's recovery epochs")
     parser.add_argument("--out", type=Path, default=Path("results/compression.json"))
@@ -227,8 +233,8 @@ def main() -> int:
     def train_data():
         if "train" not in cache:
             teacher = load_joint(copies["teacher"])
-            cache["train"] = (workload.training_examples("train") + workload.transfer_examples(teacher, AUGMENT))[
-                :args.limit]
+            extra = workload.transfer_examples(teacher, args.augment) if args.augment else []
+            cache["train"] = (workload.training_examples("train") + extra)[:args.limit]
         return cache["train"]
 
     models = {"student": copies["student"] / "student.onnx"}
