@@ -19,8 +19,14 @@ Steps:
   5. Prints the table with ratios to the uncompressed student INT8, the teacher fp32 and Optimum's
      teacher INT8, checks the targets, writes JSON.
 
+    nice -n 19 python benchmarks/compression.py --home HOME --build-only     # the long part, at low priority
     python benchmarks/compression.py --home HOME [--recipes NAME,...] [--work DIR]
         [--optimum-python /work/venvs/optimum/bin/python] [--rounds 7] [--out results/compression.json]
+
+Time at normal priority: under the Linux scheduler a nice-19 process gets about 1.5 % of a core
+while a normal-priority one is runnable on it, so on a shared machine its per-call times measure
+the neighbours, and long calls (the teacher's) suffer more than short ones. The timing itself
+takes a few minutes; the build (compression, recovery, exports) is cached in --work.
 """
 
 from __future__ import annotations
@@ -180,6 +186,12 @@ class OrtSession:
     def close(self) -> None:
         pass
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def evaluate(session, workload) -> dict[str, float]:
     outputs, labels = {}, []
@@ -207,6 +219,7 @@ def main() -> int:
     parser.add_argument("--augment", type=int, default=AUGMENT, help="transfer sentences per intent in the recovery data")
     parser.add_argument("--limit", type=int, default=None, help="recover on the first N sentences only (quick checks)")
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's recovery epochs")
+    parser.add_argument("--build-only", action="store_true", help="compress, export and compile; measure nothing")
     parser.add_argument("--out", type=Path, default=Path("results/compression.json"))
     args = parser.parse_args()
 
@@ -252,45 +265,51 @@ def main() -> int:
     artifacts["teacher-fp32"] = edgeagent.open_artifact(teacher_target) if (teacher_target / "manifest.json").is_file() \
         else edgeagent.compile(copies["teacher"] / "teacher.onnx", "onnxruntime", "fp32", out=teacher_target)
     optimum = optimum_teacher(copies["teacher"], args.work, args.optimum_python)
+    if args.build_only:
+        print(f"built in {args.work}: {', '.join(artifacts)}" + (", Optimum's teacher" if optimum else ""))
+        return 0
 
     reader = task.reader(workload.tokenizer)
     texts = [e.text for e in workload.encoded.examples]
     rows: dict[str, dict] = {}
-    sessions: dict[tuple[str, int], object] = {}
-    for name, artifact in artifacts.items():
-        for threads in (1, 2):
-            sessions[(name, threads)] = edgeagent.load_session(artifact, options={"threads": threads})
-        rows[name] = {"size_bytes": artifact.size_bytes, "precision": artifact.precision,
-                      **evaluate(sessions[(name, 1)], workload)}
+    openers = {name: (lambda a: (lambda threads: edgeagent.load_session(a, options={"threads": threads})))(artifact)
+               for name, artifact in artifacts.items()}
     if optimum is not None:
         joint = with_heads(optimum["int8"], optimum["heads"], args.work / "optimum" / "teacher-int8-heads.onnx")
         heads = np.load(optimum["heads"])
-        for threads in (1, 2):
-            sessions[("optimum-teacher-int8", threads)] = OrtSession(
-                joint, threads, heads["token_map"] if "token_map" in heads else None)
-        rows["optimum-teacher-int8"] = {"size_bytes": joint.stat().st_size, "precision": "int8",
-                                        **evaluate(sessions[("optimum-teacher-int8", 1)], workload)}
-    feeds = {key: workload.timing_feeds(session.inputs, 64) for key, session in sessions.items()}
-    act_rounds: dict = {key: [] for key in sessions}
-    model_rounds: dict = {key: [] for key in sessions}
-    order = list(sessions)
-    for index in range(args.rounds):
-        shift = index % len(order)
-        for key in order[shift:] + order[:shift]:  # rotate: drift on the shared machine hits all alike
-            session = sessions[key]
-            act = (lambda s: (lambda text: reader.act(s, text)))(session)
-            for text in texts[:20]:
-                act(text)
-            act_rounds[key].append(block_median_us(act, texts[:256], args.seconds))
-            model_rounds[key].append(block_median_us(lambda f, s=session: s.run(f), feeds[key], args.seconds / 2))
+        token_map = heads["token_map"] if "token_map" in heads else None
+        openers["optimum-teacher-int8"] = lambda threads: OrtSession(joint, threads, token_map)
+    for name, opener in openers.items():
+        with opener(1) as session:
+            size = artifacts[name].size_bytes if name in artifacts else joint.stat().st_size
+            precision = artifacts[name].precision if name in artifacts else "int8"
+            rows[name] = {"size_bytes": size, "precision": precision, **evaluate(session, workload)}
+    act_rounds: dict = {}
+    model_rounds: dict = {}
+    # One thread count at a time: sessions with a thread pool keep their workers spinning for a while
+    # after each call, which would tax whichever model runs next.
+    for threads in (1, 2):
+        sessions = {name: opener(threads) for name, opener in openers.items()}
+        feeds = {name: workload.timing_feeds(session.inputs, 64) for name, session in sessions.items()}
+        order = list(sessions)
+        for index in range(args.rounds):
+            shift = index % len(order)
+            for name in order[shift:] + order[:shift]:  # rotate: the shared machine's drift hits all alike
+                session = sessions[name]
+                act = (lambda s: (lambda text: reader.act(s, text)))(session)
+                for text in texts[:20]:
+                    act(text)
+                act_rounds.setdefault((name, threads), []).append(block_median_us(act, texts[:256], args.seconds))
+                model_rounds.setdefault((name, threads), []).append(
+                    block_median_us(lambda f, s=session: s.run(f), feeds[name], args.seconds / 2))
+        for session in sessions.values():
+            session.close()
     for name, row in rows.items():
         best = min((1, 2), key=lambda t: statistics.median(act_rounds[(name, t)]))
         row.update({"threads": best, "act_p50_ms": statistics.median(act_rounds[(name, best)]) / 1e3,
                     "model_p50_ms": statistics.median(model_rounds[(name, best)]) / 1e3,
                     "act_p50_ms_by_threads": {t: statistics.median(act_rounds[(name, t)]) / 1e3 for t in (1, 2)},
                     "act_rounds_ms": [v / 1e3 for v in act_rounds[(name, best)]]})
-    for session in sessions.values():
-        session.close()
     base, teacher = rows["student"], rows["teacher-fp32"]
     optimum_row = rows.get("optimum-teacher-int8")
     for name, row in rows.items():
