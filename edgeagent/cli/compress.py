@@ -14,7 +14,8 @@ def register(sub) -> None:
                     "`edgeagent compile` and `bench` take like any student; its ONNX metadata records the recipe.")
     parser.add_argument("model", help="the model folder to compress")
     parser.add_argument("--prune", default="",
-                        help="shares removed: heads=R,ffn=R,layers=R (R in [0, 1)); layers=1+3 removes those layers")
+                        help="shares removed: heads=R,ffn=R,layers=R (R in [0, 1)); layers=1+3 removes those layers "
+                        "(layers=2+ one layer); positions=N keeps N position rows")
     parser.add_argument("--low-rank", default="",
                         help="kind or module name = rank (integer) or kept spectral energy (0 < E < 1): "
                         "embeddings=96,ffn=128,attention=0.9")

@@ -132,8 +132,7 @@ def compress(model, *, prune: PruneSpec | Mapping | str | None = None,
         from ..distill import load_joint
         from ..tasks import task_from_json
 
-        folder = model
-        model = load_joint(folder)
+        model = load_joint(model)
         if task is None and model.saved_config.get("labels"):
             task = task_from_json(model.saved_config["labels"])
     from .decoder import is_decoder, prune_decoder

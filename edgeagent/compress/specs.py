@@ -276,7 +276,7 @@ PRUNE_KEYS = ("heads", "ffn", "layers", "positions")
 
 def parse_prune(text: str, **settings: Any) -> PruneSpec:
     """`heads=0.5,ffn=0.5,layers=0.25` (shares removed) → PruneSpec; `layers=1+3` removes layers 1 and 3
-    (whole numbers name layers, a share has a decimal point); `positions=64` keeps 64 position rows.
+    (`layers=2+` layer 2 alone); `positions=64` keeps 64 position rows.
 
     Raises:
         InputError: an unknown key, a value that is not a number, or a PruneSpec error.
@@ -290,13 +290,17 @@ def parse_prune(text: str, **settings: Any) -> PruneSpec:
             if not isinstance(number, int):
                 raise InputError(f"--prune positions={value}: a whole number of position rows", field="positions")
             values[key] = number
-        elif key == "layers" and "." not in value:
-            # Whole numbers name layers (`layers=1+3`); a share is written with a point (`layers=0.25`).
+        elif key == "layers" and "+" in value:
+            # Indices are joined by '+' (`layers=1+3`; one layer: `layers=2+`), so that `layers=0`
+            # stays a share (nothing removed), never "remove layer 0".
             try:
-                values[key] = tuple(int(v) for v in value.split("+"))
+                values[key] = tuple(int(v) for v in value.split("+") if v)
             except ValueError:
-                raise InputError(f"--prune layers={value}: a share in [0, 1) written with a point (0.25) or "
-                                 "layer indices joined by '+' (1+3)", field="layers") from None
+                raise InputError(f"--prune layers={value}: a share in [0, 1) or layer indices joined by '+' "
+                                 "(1+3, or 2+ for one layer)", field="layers") from None
+        elif key == "layers" and value.isdigit() and int(value) >= 1:
+            raise InputError(f"--prune layers={value}: a share is in [0, 1); to remove layer {value} write "
+                             f"layers={value}+ (indices are joined by '+')", field="layers")
         else:
             values[key] = float(_number("--prune", key, value))
     return PruneSpec(**values, **settings)

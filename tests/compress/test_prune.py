@@ -101,7 +101,9 @@ def test_recipes_that_remove_everything_are_refused():
         edgeagent.compress(tiny.joint("compact"), prune="layers=0+1+2")
     assert caught.value.field == "layers"
     with pytest.raises(InputError, match="layers 0..2"):
-        edgeagent.compress(tiny.joint("compact"), prune="layers=5")
+        edgeagent.compress(tiny.joint("compact"), prune="layers=5+")
+    with pytest.raises(InputError, match="write layers=2\\+"):
+        parse_prune("layers=2")
 
 
 def test_bad_specs_name_the_parameter():
@@ -114,7 +116,8 @@ def test_bad_specs_name_the_parameter():
     with pytest.raises(InputError, match="nothing to compress"):
         edgeagent.compress(tiny.joint("compact"))
     assert parse_prune("heads=0.5,ffn=0.25,layers=0.5") == PruneSpec(heads=0.5, ffn=0.25, layers=0.5)
-    assert parse_prune("layers=1+3").layers == (1, 3)
+    assert parse_prune("layers=1+3").layers == (1, 3) and parse_prune("layers=2+").layers == (2,)
+    assert parse_prune("layers=0").layers == 0.0  # a share: nothing removed
 
 
 def test_taylor_scores_rank_by_the_data():
