@@ -22,6 +22,7 @@ _EXPORTS = {
     "export_hf": "edgeagent.export",
     "export_causal_lm": "edgeagent.causal",
     "distill": "edgeagent.distill",
+    "compress": "edgeagent.compress",
     "Dataset": "edgeagent.data",
     "compile": "edgeagent.pipeline",
     "load_session": "edgeagent.pipeline",

@@ -71,6 +71,17 @@ class ArtifactError(EdgeAgentError):
     """An artifact folder is missing, malformed or has been modified since it was built."""
 
 
+class CompressionRejected(EdgeAgentError):
+    """A compression recipe did not measure faster (or smaller) than its input by more than the noise.
+
+    `measurement` holds what was measured: sizes, p50s and the confidence interval of the change.
+    """
+
+    def __init__(self, message: str, measurement: dict | None = None) -> None:
+        self.measurement = measurement or {}
+        super().__init__(message)
+
+
 # -- generation (edgeagent.generate) ------------------------------------------------------
 
 class PromptTooLong(InputError):

@@ -7,11 +7,11 @@ import os
 import sys
 import traceback
 
-from . import (agent, backends, bench, compare, compile as compile_cmd, distill, doctor, export as export_cmd,
-               generate as generate_cmd, matrix, report, run as run_cmd, serve, targets)
+from . import (agent, backends, bench, compare, compile as compile_cmd, compress, distill, doctor,
+               export as export_cmd, generate as generate_cmd, matrix, report, run as run_cmd, serve, targets)
 
 COMMANDS = (backends, export_cmd, compile_cmd, run_cmd, generate_cmd, bench, report, compare, targets, matrix,
-            distill, agent, serve, doctor)
+            distill, compress, agent, serve, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

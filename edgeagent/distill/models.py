@@ -169,7 +169,11 @@ def compact_bert(config):
             q, k, v = self.split(a.self.query(x)), self.split(a.self.key(x)), self.split(a.self.value(x))
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + mask_bias
             probs = self.attention_dropout(torch.softmax(scores, dim=-1))
-            context = torch.matmul(probs, v).transpose(1, 2).reshape(x.shape)
+            context = torch.matmul(probs, v).transpose(1, 2)
+            # Pruned heads (edgeagent.compress) leave fewer channels than the hidden width.
+            width = self.heads * self.head_size
+            context = context.reshape(x.shape) if width == x.shape[-1] else \
+                context.reshape(x.shape[0], x.shape[1], width)
             x = a.output.LayerNorm(self.hidden_dropout(a.output.dense(context)) + x)
             inner = torch.nn.functional.gelu(self.intermediate.dense(x))
             return self.output.LayerNorm(self.hidden_dropout(self.output.dense(inner)) + x)

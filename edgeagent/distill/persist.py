@@ -32,7 +32,12 @@ MAX_HEAD_CLASSES = 1_000_000
 def save_joint(model, folder: str | os.PathLike, *, labels: dict[str, Any] | None = None,
                tokenizer: str | os.PathLike | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write `model` (a JointEncoder) to `folder`: encoder config, all weights as safetensors,
-    label names, and the tokenizer.json it takes ids from."""
+    label names, and the tokenizer.json it takes ids from.
+
+    A model `edgeagent.compress` pruned or factorised carries a `compression` record (its recipe
+    and the shapes it left: `edgeagent.distill.structure`); it is written as the config's
+    `compression` entry, from which `load_joint` rebuilds those shapes.
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -43,6 +48,9 @@ def save_joint(model, folder: str | os.PathLike, *, labels: dict[str, Any] | Non
     config = {"format": FORMAT, "encoder": model.encoder.config.to_dict(),
               "num_intents": model.intent_head.out_features, "num_tags": model.slot_head.out_features,
               "token_map": model.token_map is not None, "labels": labels or {}, **(extra or {})}
+    compression = getattr(model, "compression", None)
+    if compression:
+        config["compression"] = compression
     (staging / "config.json").write_text(json.dumps(config, indent=1, default=str))
     if tokenizer:
         shutil.copyfile(tokenizer, staging / "tokenizer.json")
@@ -153,6 +161,12 @@ def load_joint(folder: str | os.PathLike):
     if config.get("token_map"):
         token_map = torch.zeros(1, dtype=torch.int64)  # replaced by load_state_dict below
     model = joint_encoder(encoder, config["num_intents"], config["num_tags"], token_map)
+    if config.get("compression"):
+        from .structure import apply_structure
+
+        # Pruned heads, neurons and layers and low-rank factors: the saved weights fit these shapes.
+        apply_structure(model, config["compression"]["structure"])
+        model.compression = config["compression"]
     state = read_safetensors(weights)
     if "token_map" in state:
         model.token_map = state["token_map"]

@@ -60,7 +60,12 @@ def score(task, model, examples) -> dict[str, float]:
 
 def export_model(task, model, path: str | os.PathLike) -> Path:
     """Parity-checked ONNX export with the task's names and dynamic axes, and the task itself in the
-    model's metadata (`tasks.base.TASK_METADATA_KEY`)."""
+    model's metadata (`tasks.base.TASK_METADATA_KEY`).
+
+    A model `edgeagent.compress` made carries its recipe and structure (`model.compression`);
+    they go into the ONNX metadata under `compression`, so every artifact compiled from the file
+    (whose backends keep the source's metadata) says how it was compressed.
+    """
     import torch
 
     from ..export import export
@@ -68,10 +73,15 @@ def export_model(task, model, path: str | os.PathLike) -> Path:
     from ..tasks.base import TASK_METADATA_KEY
 
     spec = task.export_spec()
-    # The task travels inside the model, so an agent folder can check its agent.json against it.
+    # The task travels inside the model, so an agent folder can check its agent.json against it;
+    # a compressed model's recipe too.
+    metadata = {TASK_METADATA_KEY: json.dumps(task.to_json(), sort_keys=True)}
+    compression = getattr(model, "compression", None)
+    if compression:
+        metadata["compression"] = compression
     export(model, spec.example_inputs(torch), path, input_names=list(spec.input_names),
            output_names=list(spec.output_names), dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()},
-           metadata={TASK_METADATA_KEY: json.dumps(task.to_json(), sort_keys=True)})
+           metadata=metadata)
     return Path(path)
 
 
