@@ -64,7 +64,7 @@ def test_compile_option_flag(mlp_path, tmp_path, capsys):
     (["compile", "{tmp}/garbage.onnx", "--out", "{tmp}/a"], "malformed protobuf"),
     (["compile", "{model}", "--calibration", "{tmp}/wrong.npz", "--precision", "int8", "--out", "{tmp}/a"],
      "no array for input"),
-    (["run", "{tmp}/not-an-artifact", "--inputs", "{tmp}/wrong.npz"], "not a folder"),
+    (["run", "{tmp}/not-an-artifact", "--inputs", "{tmp}/wrong.npz"], "no such file"),
     (["compile", "{model}", "--option", "oops", "--out", "{tmp}/a"], "KEY=VALUE"),
     (["distill", "--workload", "ha-intents", "--teacher", "{tmp}", "--augment", "-1", "--out", "{tmp}/a"],
      "--augment must be 0 or more"),

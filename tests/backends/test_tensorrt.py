@@ -51,7 +51,7 @@ def test_backends_command_explains_why_tensorrt_is_unavailable(capsys):
     row = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "tensorrt")
     assert row["available"] is False
     assert "tensorrt" in row["reason"] or "GPU" in row["reason"] or "cuda" in row["reason"]
-    assert row["install_hint"] and row["precisions"] == ["fp32", "fp16", "int8"]
+    assert row["install_hint"] and row["precisions"] == ["fp32", "fp16", "int8", "int4"]
 
 
 @pytest.mark.skipif(TRT_USABLE, reason="TensorRT and a GPU are present here")
