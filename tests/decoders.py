@@ -69,19 +69,20 @@ def tiny_tokenizer():
     return fast
 
 
-def tiny_llama(folder: str | Path, *, seed: int = 0, layers: int = 2) -> Path:
+def tiny_llama(folder: str | Path, *, seed: int = 0, layers: int = 2, max_positions: int = MAX_POSITIONS) -> Path:
     """A random Llama decoder with GQA and tied embeddings, saved as a Hugging Face folder.
 
     Args:
         folder: where to write (created).
         seed: torch seed for the weights (default 0).
         layers: decoder layers (default 2).
+        max_positions: the context length (default 128; training on the ha-intents chat needs ~512).
     """
     from transformers import LlamaConfig
 
     config = LlamaConfig(vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
+                         max_position_embeddings=max_positions, tie_word_embeddings=True,
                          initializer_range=INIT_RANGE, rms_norm_eps=1e-5,
                          bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
     return _write(folder, config, "LlamaForCausalLM", seed)

@@ -330,10 +330,16 @@ def save_hf_folder(source: str | os.PathLike, folder: str | os.PathLike) -> Path
     Raises:
         As `load_causal_lm`.
     """
+    loaded = load_causal_lm(source)
+    return write_hf_folder(loaded.model, loaded.tokenizer, folder)
+
+
+def write_hf_folder(model, tokenizer, folder: str | os.PathLike) -> Path:
+    """Write a transformers causal LM and its tokenizer as a plain Hugging Face folder
+    (what `save_hf_folder` writes; GGUF-loaded and fine-tuned models alike)."""
     from safetensors.torch import save_file
 
-    loaded = load_causal_lm(source)
-    model, out = loaded.model, Path(folder)
+    out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if getattr(model.config, "tie_word_embeddings", False):
@@ -346,7 +352,7 @@ def save_hf_folder(source: str | os.PathLike, folder: str | os.PathLike) -> Path
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(str(out))
-    loaded.tokenizer.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
     return out
 
 
