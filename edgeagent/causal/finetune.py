@@ -151,7 +151,16 @@ def _collate(examples: Sequence[CallExample], pad_id: int, torch) -> dict[str, A
         ids[row, :n] = torch.tensor(e.input_ids)
         mask[row, :n] = 1
         labels[row, e.prompt_tokens:n] = torch.tensor(e.input_ids[e.prompt_tokens:])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    # Only positions from the shortest prompt's last token on predict a call token: the LM head
+    # (49,152 × 576 for SmolLM2) runs on those alone (transformers' logits_to_keep).
+    keep = width - min(e.prompt_tokens for e in examples) + 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels[:, width - keep:], "keep": keep}
+
+
+def call_logits(model, batch, **options):
+    """The model's output on a batch, its logits only where they can predict a call token."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 logits_to_keep=batch["keep"], **options)
 
 
 def _shifted(logits, labels):
@@ -332,7 +341,7 @@ def dev_scores(model, examples: Sequence[CallExample], *, pad_id: int, use_bf16:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
         for start in range(0, len(examples), batch_size):
             batch = _collate(examples[start:start + batch_size], pad_id, torch)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            logits = call_logits(model, batch).logits.float()
             predicted, target = _shifted(logits, batch["labels"])
             keep = target != IGNORE
             loss_sum += float(torch.nn.functional.cross_entropy(predicted[keep], target[keep], reduction="sum"))
@@ -456,8 +465,7 @@ def finetune_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *, wor
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     def loss(m, batch):
-        logits = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return causal_ce(logits, batch["labels"], torch)
+        return causal_ce(call_logits(m, batch).logits, batch["labels"], torch)
 
     before = dev_scores(model, dev, pad_id=_pad_id(tokenizer), use_bf16=use_bf16) if dev else {}
     history = _train(_Run(model, loss, trainable), train, pad_id=_pad_id(tokenizer), epochs=epochs,
@@ -583,10 +591,9 @@ def distill_causal_lm(teacher: str | os.PathLike, out: str | os.PathLike, *, num
     trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
 
     def loss(m, batch):
-        feeds = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with torch.no_grad():
-            t = teacher_model(**feeds, output_hidden_states=hidden_weight > 0)
-        s = m(**feeds, output_hidden_states=hidden_weight > 0)
+            t = call_logits(teacher_model, batch, output_hidden_states=hidden_weight > 0)
+        s = call_logits(m, batch, output_hidden_states=hidden_weight > 0)
         value = token_kd_loss(s.logits, t.logits, batch["labels"], temperature=temperature, alpha=alpha, torch=torch)
         if hidden_weight > 0:
             # hidden_states[k + 1] is layer k's output; the last entries are after the final norm.
