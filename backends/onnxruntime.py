@@ -249,8 +249,8 @@ def quantize_static_checked(source: Path, dest: Path, reader, *, failure: str, *
     """onnxruntime's quantize_static with its failures named.
 
     Raises:
-        CalibrationError: the calibration reader gave no samples.
-        UnsupportedModel: the quantizer failed: "<failure>: <its error>".
+        CalibrationError: the calibration reader gave no samples, or its values overflow the scales.
+        UnsupportedModel: the quantizer failed otherwise: "<failure>: <its error>".
     """
     from onnxruntime.quantization import quantize_static
 
@@ -261,6 +261,12 @@ def quantize_static_checked(source: Path, dest: Path, reader, *, failure: str, *
     except Exception as exc:
         if reader.count == 0:
             raise CalibrationError("the calibration Dataset yielded no samples; give at least one") from None
+        # Overflowing values fail onnxruntime's own scale assertion in some releases ("scale issue",
+        # 1.20 spells it "scale isse") and give NaN scales in others, which check_finite_initializers
+        # finds: the same cause, the same error.
+        if "scale iss" in str(exc):
+            raise CalibrationError(f"{failure}: the calibration data holds values that overflow the scales "
+                                   f"({exc}); give representative samples") from None
         raise UnsupportedModel(f"{failure}: {exc}") from None
     if reader.count == 0:
         raise CalibrationError("the calibration Dataset yielded no samples; give at least one")
