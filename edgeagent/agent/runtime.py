@@ -271,10 +271,13 @@ class EdgeAgent:
         """The router answers when its confidence reaches `threshold`, else the generative agent does.
 
         Args:
-            router, generator: open agents (a router folder's and a generative folder's).
+            router: an open router agent (a router folder's).
+            generator: an open generative agent (a generative folder's).
             threshold: the router confidence at or above which it answers; None: chosen on
-                `examples` (held-out utterances with .text, .intent, .slots) for the best exact
-                match whose predicted p50 stays within `latency_budget_ms` (`agent.cascade`).
+                `examples` for the best exact match whose predicted p50 stays within
+                `latency_budget_ms` (`agent.cascade`).
+            examples: held-out utterances (with .text, .intent, .slots) to choose the threshold on.
+            latency_budget_ms: the p50 the chosen threshold must keep (default: none).
 
         Returns:
             an `agent.cascade.Cascade`, with the EdgeAgent API; each ToolCall's `answered_by`

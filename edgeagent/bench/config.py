@@ -23,11 +23,13 @@ class BenchProtocol:
         batch: batch size of the throughput run where the batch axis is dynamic (default 8; 1 skips).
         timing_inputs: distinct inputs cycled through while timing (default 64).
         max_cv: above this robust within-run CV, or spread across repeats, a cell is `unstable`.
-        prompt_tokens, new_tokens: decoders' shapes, every prompt length × every output length
-            (default 32/128/512 × 32/128).
+        prompt_tokens: decoders' prompt lengths; every one is timed with every `new_tokens`
+            (default 32/128/512).
+        new_tokens: decoders' output lengths (default 32/128).
         generation_runs: timed runs per decoder shape in each process, after one warm-up (default 3).
-        agreement_prompts, agreement_tokens: decoders' greedy agreement with the float32 reference
-            over this many prompts (the workload's, else built-in ones) × tokens (default 200 × 32).
+        agreement_prompts: decoders' greedy agreement with the float32 reference is measured over
+            this many prompts (the workload's, else built-in ones; default 200).
+        agreement_tokens: ... and this many tokens each (default 32).
     """
 
     warmup_calls: int = 10
