@@ -351,7 +351,8 @@ def dev_scores(model, examples: Sequence[CallExample], *, pad_id: int, use_bf16:
             "dev_examples": len(examples)}
 
 
-def _task_messages(task: Any, workload: str) -> tuple[Any, Callable[[str], list]]:
+def _resolve_task(task: Any, workload: str) -> Any:
+    """The TextGenerationTask whose chat the model is trained on (default: the workload's)."""
     if task is None:
         if workload != "ha-intents":
             raise InputError(f"workload {workload!r} has no generative task; pass task=", field="workload")
@@ -360,7 +361,7 @@ def _task_messages(task: Any, workload: str) -> tuple[Any, Callable[[str], list]
         task = generative_task()
     if not callable(getattr(task, "messages", None)):
         raise InputError("task must be a TextGenerationTask (it renders the chat the model is asked)", field="task")
-    return task, task.messages
+    return task
 
 
 def _prepare(tokenizer, task, workload: str, *, max_examples: int | None, seed: int, max_length: int):
@@ -436,7 +437,7 @@ def finetune_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *, wor
         raise InputError("lora_rank must be a positive integer, lora_alpha positive and lora_dropout in [0, 1)",
                          field="lora_rank")
     use_bf16, why_bf16 = _resolve_bf16(bf16)
-    task, _ = _task_messages(task, workload)
+    task = _resolve_task(task, workload)
     import torch
 
     loaded = load_causal_lm(source)
@@ -562,7 +563,7 @@ def distill_causal_lm(teacher: str | os.PathLike, out: str | os.PathLike, *, num
     if not isinstance(hidden_weight, (int, float)) or hidden_weight < 0:
         raise InputError(f"hidden_weight must be 0 or more, got {hidden_weight!r:.40}", field="hidden_weight")
     use_bf16, why_bf16 = _resolve_bf16(bf16)
-    task, _ = _task_messages(task, workload)
+    task = _resolve_task(task, workload)
     import torch
 
     loaded = load_causal_lm(teacher)
