@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._provenance import provenance  # noqa: E402
+from edgeagent.tasks.text_generation import slot_value_matches  # noqa: E402
 
 COMMAND = "python benchmarks/router_robustness.py"
 DATA = ROOT / "benchmarks" / "data"
@@ -48,38 +49,22 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _same(predicted, gold) -> bool:
-    if isinstance(gold, (int, float)) and not isinstance(gold, bool):
-        try:
-            return abs(float(predicted) - float(gold)) < 1e-6
-        except (TypeError, ValueError):
-            return False
-    return str(predicted).strip().lower() == str(gold).strip().lower()
-
-
 def slots_match(call, gold: dict) -> bool:
     said = {k: v for k, v in call.slots.items() if k not in call.context}
-    return said.keys() == gold.keys() and all(_same(said[k], v) for k, v in gold.items())
+    return said.keys() == gold.keys() and all(slot_value_matches(said[k], v) for k, v in gold.items())
 
 
 def dev_logits(agent, workload) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Intent logits (unscaled) of the dev split through the agent's session, labels, and whether
     each is a negative."""
+    from edgeagent.agent.calibrate import _logits
     from edgeagent.tasks import NOT_UNDERSTOOD
 
     examples = workload.training_examples("dev")
     intents = agent.task.intents
-    logits = []
-    for start in range(0, len(examples), 64):
-        chunk = examples[start:start + 64]
-        width = max(len(e["input_ids"]) for e in chunk)
-        ids = np.zeros((len(chunk), width), np.int64)
-        mask = np.zeros_like(ids)
-        for row, e in enumerate(chunk):
-            ids[row, :len(e["input_ids"])], mask[row, :len(e["input_ids"])] = e["input_ids"], 1
-        logits.append(agent.session.run({"input_ids": ids, "attention_mask": mask})["intent_logits"])
+    logits = _logits(agent.session, examples, "intent_logits")
     labels = np.asarray([int(e["intent"]) for e in examples])
-    return np.concatenate(logits), labels, labels == intents.index(NOT_UNDERSTOOD)
+    return logits, labels, labels == intents.index(NOT_UNDERSTOOD)
 
 
 def measure(agent, workload, home) -> dict:
