@@ -27,12 +27,13 @@ from .. import safeio
 from ..artifact import atomic_write_text
 from ..errors import ArtifactError, InputError
 from ..tasks.base import ToolCall, require_fraction
+from .runtime import ToolHandlers
 
 CASCADE_FILE = "cascade.json"
 CASCADE_SCHEMA = "edgeagent.cascade/1"
 
 
-class Cascade:
+class Cascade(ToolHandlers):
     """Two agents behind the EdgeAgent API: `act`, `act_batch`, `handle`, `tool`, `check_context`."""
 
     def __init__(self, router: Any, generator: Any, *, threshold: float, selection: Mapping[str, Any] | None = None
@@ -70,17 +71,6 @@ class Cascade:
         contexts = list(contexts) if contexts is not None else [None] * len(texts)
         routed = self.router.act_batch(texts, contexts)
         return [self._pick(call, text, context) for call, text, context in zip(routed, texts, contexts)]
-
-    def tool(self, intent: str):
-        def register(fn):
-            self.tools[intent] = fn
-            return fn
-        return register
-
-    def handle(self, text: str, context: Mapping[str, str] | None = None) -> tuple[ToolCall, Any]:
-        call = self.act(text, context)
-        handler = self.tools.get(call.intent) if call.understood else None
-        return call, (handler(call) if handler else None)
 
     def close(self) -> None:
         self.router.close()

@@ -181,7 +181,26 @@ def check_exported_task(artifact: Artifact, task: Task, where: str) -> None:
                             "(reordered, or another model's); rebuild the agent folder")
 
 
-class EdgeAgent:
+class ToolHandlers:
+    """Tools registered per intent and run on an agent's answers (EdgeAgent's and Cascade's)."""
+
+    tools: dict[str, Any]
+
+    def tool(self, intent: str):
+        """Decorator: register `fn(call) -> result` as the handler of `intent`."""
+        def register(fn):
+            self.tools[intent] = fn
+            return fn
+        return register
+
+    def handle(self, text: str, context: Mapping[str, str] | None = None) -> tuple[ToolCall, Any]:
+        """act(), then run the intent's tool; (call, None) when nothing handles it."""
+        call = self.act(text, context)
+        handler = self.tools.get(call.intent) if call.understood else None
+        return call, (handler(call) if handler else None)
+
+
+class EdgeAgent(ToolHandlers):
     """Utterance → ToolCall → tool, on any backend, with no torch at run time.
 
     Tools register per intent (tool name):
@@ -342,19 +361,6 @@ class EdgeAgent:
         calls = self.reader.act_batch(self.session, texts) if self.batch_invariant else \
             [self.reader.act(self.session, text) for text in texts]
         return [self._finish(call, context) for call, context in zip(calls, checked)]
-
-    def tool(self, intent: str):
-        """Decorator: register `fn(call) -> result` as the handler of `intent`."""
-        def register(fn):
-            self.tools[intent] = fn
-            return fn
-        return register
-
-    def handle(self, text: str, context: Mapping[str, str] | None = None) -> tuple[ToolCall, Any]:
-        """act(), then run the intent's tool; (call, None) when nothing handles it."""
-        call = self.act(text, context)
-        handler = self.tools.get(call.intent) if call.understood else None
-        return call, (handler(call) if handler else None)
 
     def close(self) -> None:
         self.session.close()
