@@ -351,6 +351,17 @@ def dev_scores(model, examples: Sequence[CallExample], *, pad_id: int, use_bf16:
             "dev_examples": len(examples)}
 
 
+def _train_scored(run: _Run, train: Sequence[CallExample], dev: Sequence[CallExample], *, pad_id: int,
+                  use_bf16: bool, **options: Any) -> dict[str, Any]:
+    """`_train`, with the teacher-forced dev scores before and after it (dev_before, dev_after)."""
+    def score() -> dict[str, float]:
+        return dev_scores(run.model, dev, pad_id=pad_id, use_bf16=use_bf16) if dev else {}
+
+    before = score()
+    history = _train(run, train, pad_id=pad_id, use_bf16=use_bf16, **options)
+    return {"dev_before": before, "dev_after": score(), **history}
+
+
 def _resolve_task(task: Any, workload: str) -> Any:
     """The TextGenerationTask whose chat the model is trained on (default: the workload's)."""
     if task is None:
@@ -468,12 +479,11 @@ def finetune_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *, wor
     def loss(m, batch):
         return causal_ce(call_logits(m, batch).logits, batch["labels"], torch)
 
-    before = dev_scores(model, dev, pad_id=_pad_id(tokenizer), use_bf16=use_bf16) if dev else {}
-    history = _train(_Run(model, loss, trainable), train, pad_id=_pad_id(tokenizer), epochs=epochs,
-                     learning_rate=learning_rate, batch_size=batch_size, seed=seed, use_bf16=use_bf16,
-                     checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
-                     checkpoint_every=checkpoint_every, resume=resume, recipe_key=recipe_key, progress=progress)
-    after = dev_scores(model, dev, pad_id=_pad_id(tokenizer), use_bf16=use_bf16) if dev else {}
+    scores = _train_scored(_Run(model, loss, trainable), train, dev, pad_id=_pad_id(tokenizer), epochs=epochs,
+                           learning_rate=learning_rate, batch_size=batch_size, seed=seed, use_bf16=use_bf16,
+                           checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+                           checkpoint_every=checkpoint_every, resume=resume, recipe_key=recipe_key,
+                           progress=progress)
     if lora:
         model = model.merge_and_unload()
     record = {"kind": "generative-teacher", "source": loaded.source, "source_sha256": loaded.source_sha256,
@@ -482,7 +492,7 @@ def finetune_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *, wor
               "trainable_parameters": sum(p.numel() for _, p in trainable),
               "data": {"train_examples": len(train), "skipped_too_long": skipped,
                        "fingerprint": data_fingerprint(rows)},
-              "dev_before": before, "dev_after": after, **history}
+              **scores}
     return _finish(model, tokenizer, out, record)
 
 
@@ -605,12 +615,11 @@ def distill_causal_lm(teacher: str | os.PathLike, out: str | os.PathLike, *, num
                                                 for a, b in pairs) / len(pairs)
         return value
 
-    before = dev_scores(student, dev, pad_id=_pad_id(tokenizer), use_bf16=use_bf16) if dev else {}
-    history = _train(_Run(student, loss, trainable), train, pad_id=_pad_id(tokenizer), epochs=epochs,
-                     learning_rate=learning_rate, batch_size=batch_size, seed=seed, use_bf16=use_bf16,
-                     checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
-                     checkpoint_every=checkpoint_every, resume=resume, recipe_key=recipe_key, progress=progress)
-    after = dev_scores(student, dev, pad_id=_pad_id(tokenizer), use_bf16=use_bf16) if dev else {}
+    scores = _train_scored(_Run(student, loss, trainable), train, dev, pad_id=_pad_id(tokenizer), epochs=epochs,
+                           learning_rate=learning_rate, batch_size=batch_size, seed=seed, use_bf16=use_bf16,
+                           checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+                           checkpoint_every=checkpoint_every, resume=resume, recipe_key=recipe_key,
+                           progress=progress)
     teacher_dev = dev_scores(teacher_model, dev, pad_id=_pad_id(tokenizer), use_bf16=use_bf16) if dev else {}
     record = {"kind": "generative-student", "teacher": loaded.source, "teacher_sha256": loaded.source_sha256,
               "teacher_layers": depth, "workload": workload,
@@ -620,5 +629,5 @@ def distill_causal_lm(teacher: str | os.PathLike, out: str | os.PathLike, *, num
               "teacher_parameters": sum(p.numel() for p in teacher_model.parameters()),
               "data": {"train_examples": len(train), "skipped_too_long": skipped,
                        "fingerprint": data_fingerprint(rows)},
-              "dev_before": before, "dev_after": after, "teacher_dev": teacher_dev, **history}
+              "teacher_dev": teacher_dev, **scores}
     return _finish(student, tokenizer, out, record)
