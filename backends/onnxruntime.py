@@ -30,10 +30,11 @@ from edgeagent.artifact import Artifact, write_manifest
 from edgeagent.backend import (MAX_THREADS, Availability, Backend, Capabilities, Precision, Session,
                                coerce_enums, parse_device, sdk_version)
 from edgeagent.data import Dataset
-from edgeagent.errors import (ArtifactError, BackendUnavailable, CalibrationError, InputError, UnsupportedModel,
-                              UnsupportedPrecision)
+from edgeagent.errors import (ArtifactError, BackendUnavailable, CalibrationError, InputError, ModelRejected,
+                              UnsupportedModel, UnsupportedPrecision)
 from edgeagent.hostinfo import usable_cpus
 from edgeagent.ir import ModelIR, save_proto
+from edgeagent.ir import load as load_ir
 from edgeagent.paths import edgeagent_home
 
 MODEL_FILE = "model.onnx"
@@ -472,16 +473,108 @@ class OrtDecoderCache:
         self.attention_mask, self.next_position = self.attention_mask[rows], self.next_position[rows]
 
 
+class OrtSharedKVCache:
+    """A fused decoder's KV cache as one buffer per layer that GroupQueryAttention reads and
+    extends in place (its past_present_share_buffer mode), for artifacts whose manifest says
+    `kv_buffer: shared`.
+
+    Each layer's past and present are bound to the same preallocated buffer, once; a step then
+    binds only input_ids, attention_mask, position_ids and a logits array, so neither the cache
+    nor its 2 × layers bindings are rebuilt per token (what the standard graph's cache costs in
+    Python). The buffers start at `initial_capacity` positions (at most the model's max_length)
+    and double, copying what they hold, when a step needs more.
+    """
+
+    INITIAL_CAPACITY = 256
+
+    def __init__(self, session: OnnxRuntimeDecoderSession, batch: int, *, max_length: int | None = None,
+                 initial_capacity: int = INITIAL_CAPACITY) -> None:
+        import onnxruntime as ort
+
+        from edgeagent.generate.decoder import step_inputs
+
+        self._ort, self._step_inputs = ort, step_inputs
+        self._session = session.ort_session
+        layers = sorted({int(s.name.split(".")[1]) for s in session.inputs if s.name.startswith("past_key_values.")})
+        self._past = [f"past_key_values.{i}.{k}" for i in layers for k in ("key", "value")]
+        self._present = [f"present.{i}.{k}" for i in layers for k in ("key", "value")]
+        spec = next(s for s in session.inputs if s.name == "past_key_values.0.key")
+        self._dtype = np.dtype(spec.dtype)
+        self._heads, self._head_dim = session.kv_shape
+        logits = next(s for s in session.outputs if s.name == "logits")
+        self._vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else None
+        self._max_length = max_length
+        self._initial = initial_capacity
+        self._binding = self._session.io_binding()
+        self._arrays: list[np.ndarray] = []  # the buffers' memory: OrtValues wrap these, so they stay referenced
+        self.capacity = 0
+        self.batch = batch
+        self.attention_mask = np.zeros((batch, 0), np.int64)
+        self.next_position = np.zeros(batch, np.int64)
+        self.steps = 0
+
+    def _bind(self, arrays: list[np.ndarray]) -> None:
+        self._arrays = arrays
+        for past, present, array in zip(self._past, self._present, arrays):
+            value = self._ort.OrtValue.ortvalue_from_numpy(array)
+            self._binding.bind_ortvalue_input(past, value)
+            self._binding.bind_ortvalue_output(present, value)
+        self.capacity = arrays[0].shape[2] if arrays else 0
+
+    def _reserve(self, total: int) -> None:
+        if total <= self.capacity:
+            return
+        capacity = max(total, 2 * self.capacity, self._initial)
+        if self._max_length:
+            capacity = max(total, min(capacity, self._max_length))
+        shape = (self.batch, self._heads, capacity, self._head_dim)
+        grown = [np.zeros(shape, self._dtype) for _ in self._past]
+        for new, old in zip(grown, self._arrays):
+            new[:, :, :old.shape[2]] = old
+        self._bind(grown)
+
+    def step(self, tokens: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        tokens, mask, positions, advance = self._step_inputs(self.attention_mask, self.next_position, tokens, valid)
+        self._reserve(mask.shape[1])
+        binding = self._binding
+        for name, value in (("input_ids", tokens), ("attention_mask", mask), ("position_ids", positions)):
+            binding.bind_cpu_input(name, value)
+        if self._vocab is None:
+            binding.bind_output("logits", "cpu")
+            self._session.run_with_iobinding(binding)
+            logits = binding.get_outputs()[0].numpy()
+        else:  # written straight into this array: no OrtValue per output to wrap and copy
+            logits = np.empty((*tokens.shape, self._vocab), np.float32)
+            binding.bind_output("logits", "cpu", element_type=np.float32, shape=logits.shape,
+                                buffer_ptr=logits.ctypes.data)
+            self._session.run_with_iobinding(binding)
+        self.attention_mask, self.next_position = mask, self.next_position + advance
+        self.steps += 1
+        return logits
+
+    def select(self, rows) -> None:
+        rows = np.asarray(rows, np.int64)
+        self.batch = len(rows)
+        self._bind([np.ascontiguousarray(a[rows]) for a in self._arrays])
+        self.attention_mask, self.next_position = self.attention_mask[rows], self.next_position[rows]
+
+
 class OnnxRuntimeDecoderSession(OnnxRuntimeSession):
     """A decoder artifact: `run` as any Session, plus `decoder_cache(batch)`, which the generation
-    loop drives so the KV cache stays in ONNX Runtime between steps."""
+    loop drives so the KV cache stays in ONNX Runtime between steps (one shared buffer per layer
+    where the artifact's fused graph allows it, else past → present OrtValues)."""
 
-    def __init__(self, *args, kv_shape: tuple[int, int], **kwargs) -> None:
+    def __init__(self, *args, kv_shape: tuple[int, int], shared_kv: bool = False, max_length: int | None = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.kv_shape = kv_shape
+        self.shared_kv = shared_kv
+        self.max_length = max_length
         self.check_finite = False  # the loop feeds back the model's own cache: no NaN scan per step
 
-    def decoder_cache(self, batch: int) -> OrtDecoderCache:
+    def decoder_cache(self, batch: int) -> OrtDecoderCache | OrtSharedKVCache:
+        if self.shared_kv:
+            return OrtSharedKVCache(self, batch, max_length=self.max_length)
         return OrtDecoderCache(self, batch)
 
 
@@ -685,7 +778,9 @@ class OnnxRuntimeBackend(Backend):
                     ArtifactError(f"{artifact.path}/ir.json {reason}; compile the decoder again")))
                 metadata = metadata if isinstance(metadata, dict) else {}
             return OnnxRuntimeDecoderSession(model_path, artifact.inputs, artifact.outputs,
-                                             kv_shape=_kv_shape(artifact.inputs, metadata), **common)
+                                             kv_shape=_kv_shape(artifact.inputs, metadata),
+                                             shared_kv=artifact.capabilities.get("kv_buffer") == "shared",
+                                             max_length=int(metadata.get("max_length") or 0) or None, **common)
         return OnnxRuntimeSession(model_path, artifact.inputs, artifact.outputs, **common)
 
     def open_model(self, ir: ModelIR, *, options: Any = None, target: Any = None) -> OnnxRuntimeSession:
@@ -710,18 +805,27 @@ class OnnxRuntimeBackend(Backend):
         if precision is Precision.FP16:
             raise UnsupportedPrecision("fp16 decoders are meant for GPU execution providers and are not built "
                                        "here; compile fp32, int8 or int4 (weight-only)")
-        if precision is Precision.FP32:
-            if ir.path.name != MODEL_FILE and ir.external_files:
-                raise UnsupportedModel(f"the decoder's model file is {ir.path.name}; its external data names it, "
-                                       f"so it cannot be renamed {MODEL_FILE}: export the IR again")
-            for name in (ir.path.name, *ir.external_files):
-                shutil.copyfile(ir.path.parent / name, out / (MODEL_FILE if name == ir.path.name else name))
-        else:
-            report = quantize_weights_ort(ir, out / MODEL_FILE, OrtWeightOnlyOptions(
-                bits=4 if precision is Precision.INT4 else 8, block_size=opts.block_size, symmetric=opts.symmetric,
-                accuracy_level=opts.accuracy_level, lm_head=opts.lm_head, zero_points=opts.zero_points))
-            recipe.update(name="weight-only", weights=f"int{4 if precision is Precision.INT4 else 8}",
-                          activations="float32", **report.to_json())
+        with tempfile.TemporaryDirectory(prefix="edgeagent-ort-decoder-") as tmp:
+            graph, recipe["fusions"] = self._fuse_decoder(ir, opts, Path(tmp) / MODEL_FILE)
+            if precision is Precision.FP32:
+                if graph is not None:  # model.onnx, and model.onnx.data past protobuf's 2 GiB
+                    for path in Path(tmp).iterdir():
+                        shutil.copyfile(path, out / path.name)
+                elif ir.path.name != MODEL_FILE and ir.external_files:
+                    raise UnsupportedModel(f"the decoder's model file is {ir.path.name}; its external data names "
+                                           f"it, so it cannot be renamed {MODEL_FILE}: export the IR again")
+                else:
+                    for name in (ir.path.name, *ir.external_files):
+                        shutil.copyfile(ir.path.parent / name, out / (MODEL_FILE if name == ir.path.name else name))
+            else:
+                source = ir if graph is None else load_ir(Path(tmp) / MODEL_FILE, full_check=False)
+                report = quantize_weights_ort(source, out / MODEL_FILE,
+                                              OrtWeightOnlyOptions(
+                    bits=4 if precision is Precision.INT4 else 8, block_size=opts.block_size,
+                    symmetric=opts.symmetric, accuracy_level=opts.accuracy_level, lm_head=opts.lm_head,
+                    zero_points=opts.zero_points))
+                recipe.update(name="weight-only", weights=f"int{4 if precision is Precision.INT4 else 8}",
+                              activations="float32", **report.to_json())
         recipe["assets"] = copy_assets(ir, out)
         recipe["disabled_optimizers"] = []
         return write_manifest(
@@ -729,8 +833,46 @@ class OnnxRuntimeBackend(Backend):
             signature=ir.signature(), sdk={"onnxruntime": _ort_version(), "onnx": sdk_version("onnx")},
             # Weight-only: activations are float, and left padding is masked, so a prompt's tokens do
             # not depend on its batch mates.
-            capabilities={"batch_invariant": True, "int8_node_exclusion": True, "decoder": True},
+            capabilities={"batch_invariant": True, "int8_node_exclusion": True, "decoder": True,
+                          "kv_buffer": recipe["fusions"].get("kv_buffer", "separate")},
             target=getattr(target, "name", target))
+
+    @staticmethod
+    def _fuse_decoder(ir: ModelIR, opts: OrtCompileOptions, dest: Path):
+        """The IR rebuilt on ONNX Runtime's contrib operators (edgeagent.causal.ort_fused), saved at
+        DEST and proved against the IR on a probe; (FusedGraph or None, the manifest's record).
+
+        fusions=auto keeps the standard graph, with the reason, where the builder does not apply or
+        the probe disagrees; on raises instead; off does not try.
+        """
+        import onnxruntime as ort
+
+        from edgeagent.causal.export import open_decoder_ir
+        from edgeagent.causal.ort_fused import FusionUnsupported, build_fused_decoder, check_fused_parity
+
+        if opts.fusions is Fusions.OFF:
+            return None, {"applied": False, "reason": "fusions=off"}
+        try:
+            metadata = dict(open_decoder_ir(ir.path.parent).metadata)
+            graph = build_fused_decoder(ir.path, metadata)
+            save_proto(graph.proto, dest, full_check=False)
+            session_options = ort.SessionOptions()
+            session_options.intra_op_num_threads = default_threads()
+            sessions = [ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+                        for path in (ir.path, dest)]
+            parity = check_fused_parity(*sessions, metadata)
+            if not parity["ok"]:
+                raise FusionUnsupported(
+                    f"the fused graph disagrees with the IR on the probe (logits max abs diff "
+                    f"{parity['logits_max_abs_diff']:.3g} over a scale of {parity['logits_scale']:.3g})")
+            shared = check_fused_parity(*sessions, metadata, shared=True)
+        except (FusionUnsupported, ModelRejected) as exc:
+            if opts.fusions is Fusions.ON:
+                raise UnsupportedModel(f"fusions=on, but the decoder cannot be fused: {exc}") from exc
+            return None, {"applied": False, "reason": str(exc)}
+        # The generation loop keeps one cache buffer per layer only where the probe proved it.
+        return graph, {"applied": True, **graph.to_json(), "parity": parity, "shared_kv_parity": shared,
+                       "kv_buffer": "shared" if shared["ok"] else "separate"}
 
     # -- recipes -----------------------------------------------------------------------------
 
