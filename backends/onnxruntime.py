@@ -111,6 +111,9 @@ class OrtCompileOptions:
             4 int8 (default 4: INT4 without an int8 compute level dequantizes to float32 each call
             and loses its speed on CPUs, as ONNX Runtime's issues report).
         lm_head: a decoder's LM head precision: fp32, int8 or int4 (default: as the body).
+        embeddings: a decoder's token embedding table: fp32 (default) or int4 (GatherBlockQuantized;
+            with a tied, symmetric INT4 head it reads the head's blocks, so one INT4 table serves
+            both, as onnxruntime-genai's builder does).
         zero_points: a decoder's asymmetric INT4 blocks (symmetric=False): integer (onnxruntime's
             quantizer, default), float or offset (each block spans exactly its min..max, so a
             GGUF's Q4_1 weights come back exactly; see edgeagent.causal.quantize_ort).
@@ -133,6 +136,7 @@ class OrtCompileOptions:
     symmetric: bool = True
     accuracy_level: int = 4
     lm_head: str | None = None
+    embeddings: str = "fp32"
     zero_points: str = "integer"
 
     def __post_init__(self) -> None:
@@ -823,7 +827,7 @@ class OnnxRuntimeBackend(Backend):
                                               OrtWeightOnlyOptions(
                     bits=4 if precision is Precision.INT4 else 8, block_size=opts.block_size,
                     symmetric=opts.symmetric, accuracy_level=opts.accuracy_level, lm_head=opts.lm_head,
-                    zero_points=opts.zero_points))
+                    embeddings=opts.embeddings, zero_points=opts.zero_points))
                 recipe.update(name="weight-only", weights=f"int{4 if precision is Precision.INT4 else 8}",
                               activations="float32", **report.to_json())
         recipe["assets"] = copy_assets(ir, out)

@@ -137,6 +137,8 @@ def build(ir, work: Path, with_openvino: bool, threads: int) -> dict:
         "ort-int4": OrtWeightOnlyOptions(bits=4),
         "ort-int4-acc0": OrtWeightOnlyOptions(bits=4, accuracy_level=0),
         "ort-int4-head-fp32": OrtWeightOnlyOptions(bits=4, lm_head="fp32"),
+        # a tied model: one INT4 table for the embedding Gather and the head (onnxruntime-genai's layout)
+        "ort-int4-embeddings-int4": OrtWeightOnlyOptions(bits=4, embeddings="int4"),
         # min/max blocks (exact on a GGUF's Q4_1 weights) and an INT8 head (Q8_0's grid)
         "ort-int4-offset-head-int8": OrtWeightOnlyOptions(bits=4, symmetric=False, zero_points="offset",
                                                           lm_head="int8"),

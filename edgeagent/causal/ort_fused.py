@@ -225,7 +225,7 @@ def build_fused_decoder(model_path: str | Path, metadata: Mapping[str, Any]) -> 
 
     embed = array(embedding)
     embed_name = init("model.embed_tokens.weight", embed)
-    hidden = node("Gather", [embed_name, "input_ids"], ["embeds"], axis=0)[0]
+    hidden = node("Gather", [embed_name, "input_ids"], ["embeds"], module="model.embed_tokens", axis=0)[0]
     residual: str | None = None
     q_size, kv_size = heads * head_dim, kv_heads * head_dim
     for i in range(layers):

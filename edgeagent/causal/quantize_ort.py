@@ -11,7 +11,9 @@ Two things the quantizer does not do on its own, handled here:
 - A tied LM head is `MatMul(hidden, Transpose(embedding))`: its weight is not a constant, so
   the quantizer skips it and the biggest matrix of a small model stays float32. With
   `lm_head=int4|int8` the head gets its own transposed copy (the float32 embedding stays for
-  the Gather, or becomes GatherBlockQuantized with `embeddings="int4"`).
+  the Gather, or becomes GatherBlockQuantized with `embeddings="int4"`, which then reads the
+  INT4 head's own blocks where the head is symmetric INT4: one table, as onnxruntime-genai's
+  builder writes).
 - `accuracy_level`: without it, an INT4 MatMulNBits dequantizes to float32 on every call on
   CPU and is slower than float32 (onnxruntime issues #19707, #21525); level 4 computes with
   int8 activations, which is what makes INT4 fast. The default here is 4.
@@ -200,7 +202,9 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
         excluded.add(name)
 
     head_precision = options.head_precision
-    if head is not None and head.name in weights and weights[head.name][0] == "tied":
+    tied_embedding = (weights[head.name][2] if head is not None and head.name in weights
+                      and weights[head.name][0] == "tied" else None)
+    if tied_embedding is not None:
         if head_precision != WeightPrecision.FP32:
             _untie_head(proto, head, weights[head.name][2])
             weights[head.name] = ("constant", weights[head.name][1], head.input[1])
@@ -238,7 +242,10 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
                                              op_types_to_quantize=("MatMul",))
             quantizer.process()
             proto = quantizer.model.model
-        if options.embeddings == WeightPrecision.INT4:
+        shared = (options.embeddings == WeightPrecision.INT4 and tied_embedding is not None
+                  and head_precision == WeightPrecision.INT4 and options.symmetric and not options.exact_grid
+                  and _share_tied_table(proto, head, tied_embedding, options.block_size))
+        if options.embeddings == WeightPrecision.INT4 and not shared:
             # quantize_ndarray evaluates data / scale before masking scale == 0 out: harmless
             # NaNs for all-zero blocks, silenced around this call only.
             gathers = [n.name for n in proto.graph.node if n.op_type == "Gather"
@@ -266,7 +273,8 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
         elif node.op_type == "GatherBlockQuantized":
             original = node.name.removesuffix("_Q4")
             quantized.append(QuantizedWeight(original, modules.get(original, "embedding"), 0, 0,
-                                             "int4", options.block_size))
+                                             "int4", options.block_size,
+                                             reason="shares the INT4 LM head's blocks (tied)" if shared else None))
     missing = set(body) - {q.node for q in quantized}
     for name in sorted(missing):  # the quantizer skipped it without saying why in its API
         keep(name, "MatMulNBitsQuantizer left it unquantized")
@@ -442,6 +450,54 @@ def _untie_head(proto, head, embedding_name: str) -> None:
             if transpose_output in n.output:
                 del proto.graph.node[i]
                 break
+
+
+def _share_tied_table(proto, head, embedding_name: str, block_size: int) -> bool:
+    """Point the embedding Gather of a tied model at its INT4 head's blocks: one table, as
+    onnxruntime-genai's builder writes for tied embeddings.
+
+    MatMulNBits keeps B as [N, K / block, block / 2] uint8 with scales [N, K / block]: for the
+    head N is the vocabulary and K the hidden size, so row v of B (reshaped [N, K / 2]) is token
+    v's embedding in 4-bit blocks along the hidden axis, which GatherBlockQuantized reads with
+    the same scales (symmetric blocks: zero point 8, MatMulNBits' default). Only that exact case
+    is rewritten (symmetric, K a multiple of the block, the float32 table used only by the
+    Gather); False leaves the graph as it was.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    nbits = next((n for n in graph.node if n.op_type == "MatMulNBits" and "logits" in n.output), None)
+    gathers = [n for n in graph.node if n.op_type == "Gather" and n.input[0] == embedding_name]
+    users = [n for n in graph.node if embedding_name in n.input]
+    if nbits is None or len(gathers) != 1 or len(users) != 1 or len(nbits.input) > 3:
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in nbits.attribute}
+    k, n = int(attrs["K"]), int(attrs["N"])
+    if attrs.get("bits") != 4 or attrs.get("block_size") != block_size or k % block_size:
+        return False
+    inits = {t.name: t for t in graph.initializer}
+    b_name, scales_name = nbits.input[1], nbits.input[2]
+    if b_name not in inits or scales_name not in inits or list(inits[b_name].dims) != [n, k // block_size,
+                                                                                      block_size // 2]:
+        return False
+    gather = gathers[0]
+    shape_name = f"{embedding_name}.shared_int4_shape"
+    table_name = f"{embedding_name}.shared_int4"
+    graph.initializer.append(numpy_helper.from_array(np.asarray([n, k // 2], np.int64), shape_name))
+    reshape = helper.make_node("Reshape", [b_name, shape_name], [table_name], name=f"{gather.name}_table")
+    replacement = helper.make_node("GatherBlockQuantized", [table_name, gather.input[1], scales_name],
+                                   list(gather.output), name=f"{gather.name}_Q4", domain="com.microsoft",
+                                   bits=4, block_size=block_size, gather_axis=0, quantize_axis=1)
+    replacement.metadata_props.extend(gather.metadata_props)
+    index = list(graph.node).index(gather)
+    graph.node.remove(gather)
+    graph.node.insert(index, replacement)
+    graph.node.insert(index, reshape)
+    for i, t in enumerate(graph.initializer):
+        if t.name == embedding_name:
+            del graph.initializer[i]
+            break
+    return True
 
 
 def _is_embedding(proto, node) -> bool:

@@ -113,6 +113,31 @@ def test_int4_embeddings_use_gather_block_quantized(llama_ir, prompts_ids, fp32_
     assert cos > 0.8
 
 
+def test_tied_int4_embeddings_share_the_heads_blocks(llama_ir, prompts_ids, tmp_path):
+    """A tied model's INT4 head and INT4 embeddings are one table (as onnxruntime-genai writes):
+    the Gather reads the head's MatMulNBits blocks, no float32 table is left, and the logits are
+    those of the same model with the embedding quantized on its own (the same blocks)."""
+    shared = quantize_weights_ort(llama_ir.model, tmp_path / "shared.onnx", OrtWeightOnlyOptions(embeddings="int4"))
+    graph = onnx.load(str(tmp_path / "shared.onnx")).graph
+    gather = next(n for n in graph.node if n.op_type == "GatherBlockQuantized")
+    head = next(n for n in graph.node if n.op_type == "MatMulNBits" and "logits" in n.output)
+    reshape = next(n for n in graph.node if gather.input[0] in n.output)
+    assert reshape.op_type == "Reshape" and reshape.input[0] == head.input[1] and gather.input[2] == head.input[2]
+    assert not any(t.data_type == onnx.TensorProto.FLOAT and list(t.dims) == [384, 64] for t in graph.initializer)
+    assert any(q.reason and "shares" in q.reason for q in shared.quantized)
+    # An asymmetric head has zero points the Gather would need too: the table is quantized on its own.
+    separate = quantize_weights_ort(llama_ir.model, tmp_path / "separate.onnx",
+                                    OrtWeightOnlyOptions(embeddings="int4", symmetric=False))
+    assert not any(q.reason and "shares" in q.reason for q in separate.quantized)
+    assert shared.bytes_after < separate.bytes_after
+    own_table = quantize_weights_ort(llama_ir.model, tmp_path / "own.onnx",
+                                     OrtWeightOnlyOptions(embeddings="int4", lm_head="int8"))
+    assert not any(q.reason and "shares" in q.reason for q in own_table.quantized)
+    cos, agreement = _similarity(_prefill_logits(tmp_path / "own.onnx", prompts_ids),
+                                 _prefill_logits(tmp_path / "shared.onnx", prompts_ids))
+    assert cos > 0.89  # INT8 against INT4 head; same embedding blocks either way
+
+
 @pytest.mark.parametrize("kwargs, field", [({"bits": 3}, "bits"), ({"block_size": 24}, "block_size"),
                                            ({"block_size": 8}, "block_size"), ({"accuracy_level": 7}, "accuracy_level"),
                                            ({"embeddings": "int8"}, "embeddings")])
