@@ -35,7 +35,9 @@ def build_generative_agent(ir: str | os.PathLike, folder: str | os.PathLike, *,
         folder: the agent folder to write (its artifacts are rebuilt; other files are replaced).
         builds: (backend, precision) pairs (default: ONNX Runtime and OpenVINO, int4/int8/fp32).
         task: a TextGenerationTask (default: the workload's tools).
-        options: per-backend compile options, e.g. {"onnxruntime": {"block_size": 32}}.
+        options: compile options per backend, e.g. {"onnxruntime": {"block_size": 32}}, or per
+            build, keyed as its folder is named ({"onnxruntime-int4": {"embeddings": "int4"}}),
+            which takes precedence over the backend's.
         skip_unavailable: leave out builds whose backend is missing here (default True).
 
     Raises:
@@ -64,8 +66,8 @@ def build_generative_agent(ir: str | os.PathLike, folder: str | os.PathLike, *,
         out = folder / f"{backend}-{precision}"
         if out.exists():
             shutil.rmtree(out)
-        compile_model(decoder.model, backend, precision, target=target, out=out,
-                      options=(options or {}).get(backend))
+        chosen = (options or {}).get(f"{backend}-{precision}", (options or {}).get(backend))
+        compile_model(decoder.model, backend, precision, target=target, out=out, options=chosen)
         built.append(f"{backend}-{precision}")
     if not built:
         raise InputError(f"none of the builds {list(builds)} could be made here", field="builds")

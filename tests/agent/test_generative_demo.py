@@ -41,6 +41,11 @@ def test_the_generative_demo_builds_compares_and_caches(agent_dir, tmp_path, mon
     work = home / "ha-intents"
     assert json.loads((work / "gen-student" / "training.json").read_text())["recipe"]["layers"] == [0, 2]
     assert (work / "generative.md").read_text().startswith("| system |")
+    # The INT4 student keeps one 4-bit table for its tied embedding and head; fp32 is as exported.
+    manifests = {name: json.loads((home / "generative" / name / "manifest.json").read_text())
+                 for name in ("onnxruntime-int4", "onnxruntime-fp32")}
+    assert any("shares" in (q.get("reason") or "") for q in manifests["onnxruntime-int4"]["recipe"]["quantized"])
+    assert "quantized" not in manifests["onnxruntime-fp32"]["recipe"]
     cascade = EdgeAgent.load(home / "cascade")
     assert cascade.act("turn on the kitchen light").answered_by in ("router", "generator")
     cascade.close()
