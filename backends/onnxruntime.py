@@ -823,11 +823,11 @@ class OnnxRuntimeBackend(Backend):
                         shutil.copyfile(ir.path.parent / name, out / (MODEL_FILE if name == ir.path.name else name))
             else:
                 source = ir if graph is None else load_ir(Path(tmp) / MODEL_FILE, full_check=False)
-                report = quantize_weights_ort(source, out / MODEL_FILE,
-                                              OrtWeightOnlyOptions(
+                weight_only = OrtWeightOnlyOptions(
                     bits=4 if precision is Precision.INT4 else 8, block_size=opts.block_size,
                     symmetric=opts.symmetric, accuracy_level=opts.accuracy_level, lm_head=opts.lm_head,
-                    embeddings=opts.embeddings, zero_points=opts.zero_points))
+                    embeddings=opts.embeddings, zero_points=opts.zero_points)
+                report = quantize_weights_ort(source, out / MODEL_FILE, weight_only, external_data=graph is not None)
                 recipe.update(name="weight-only", weights=f"int{4 if precision is Precision.INT4 else 8}",
                               activations="float32", **report.to_json())
         recipe["assets"] = copy_assets(ir, out)
@@ -859,7 +859,9 @@ class OnnxRuntimeBackend(Backend):
         try:
             metadata = dict(open_decoder_ir(ir.path.parent).metadata)
             graph = build_fused_decoder(ir.path, metadata)
-            save_proto(graph.proto, dest, full_check=False)
+            # Weights beside the graph (model.onnx.data): ONNX Runtime then reads them without
+            # first holding the whole file as a protobuf, which doubled the peak RSS at load.
+            save_proto(graph.proto, dest, full_check=False, external_data=True)
             session_options = ort.SessionOptions()
             session_options.intra_op_num_threads = default_threads()
             sessions = [ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])

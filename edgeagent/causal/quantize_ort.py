@@ -165,13 +165,16 @@ class WeightOnlyReport:
 
 
 def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike,
-                         options: OrtWeightOnlyOptions = OrtWeightOnlyOptions()) -> WeightOnlyReport:
+                         options: OrtWeightOnlyOptions = OrtWeightOnlyOptions(), *,
+                         external_data: bool | None = None) -> WeightOnlyReport:
     """Quantize a decoder's MatMul weights to INT4/INT8 MatMulNBits; write OUT; report.
 
     Args:
         ir: the decoder's model.onnx, a ModelIR or a path (loaded through `edgeagent.load`).
         out: the `.onnx` file to write (atomically, contrib ops inside).
         options: `OrtWeightOnlyOptions` (default INT4, block 32, symmetric, accuracy_level 4).
+        external_data: write the weights to `<out>.data` beside OUT (default None: only past
+            protobuf's 2 GiB limit).
 
     Returns:
         The WeightOnlyReport: each weight quantized (K, N, precision, block, padded) and each
@@ -278,7 +281,7 @@ def quantize_weights_ort(ir: ModelIR | str | os.PathLike, out: str | os.PathLike
     missing = set(body) - {q.node for q in quantized}
     for name in sorted(missing):  # the quantizer skipped it without saying why in its API
         keep(name, "MatMulNBitsQuantizer left it unquantized")
-    written = save_proto(proto, out, full_check=False)
+    written = save_proto(proto, out, full_check=False, external_data=external_data)
     return WeightOnlyReport(options, tuple(quantized), tuple(kept), model_ir.size_bytes,
                             written.size_bytes, written.path)
 

@@ -87,6 +87,8 @@ def test_compiled_fp32_is_fused_and_generates_what_the_standard_graph_does(llama
     assert "GroupQueryAttention" in _ops(fused.path / "model.onnx")
     assert standard.recipe["fusions"] == {"applied": False, "reason": "fusions=off"}
     assert "GroupQueryAttention" not in _ops(standard.path / "model.onnx")
+    # The fused artifact keeps its weights beside the graph, listed and hashed like the graph.
+    assert (fused.path / "model.onnx.data").is_file() and "model.onnx.data" in fused.manifest["files"]
     # A batch of prompts of different lengths: left padding, then rows finishing at different steps.
     assert _greedy(fused) == _greedy(standard)
     # Sampling draws from the same distributions, so a seed gives the same tokens.
