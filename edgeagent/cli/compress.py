@@ -64,6 +64,7 @@ def handle(args) -> int:
     low_rank = parse_low_rank(args.low_rank) if args.low_rank else None
     if args.augment < 0:
         raise InputError(f"--augment must be 0 or more, got {args.augment}", field="--augment")
+    _refuse_decoder_folder(Path(args.model))
     model = load_joint(args.model)
     tokenizer_path = Path(args.model) / "tokenizer.json"
     workload = _workload(args.workload, tokenizer_path if tokenizer_path.is_file() else None)
@@ -112,3 +113,21 @@ def handle(args) -> int:
     print("  test " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
           + ("" if args.no_export else f"; ONNX at {onnx_path}"))
     return 0
+
+
+def _refuse_decoder_folder(folder) -> None:
+    """A Hugging Face causal LM folder gets a pointer to what prunes it, not a format error."""
+    import json
+
+    from ..causal.sources import SUPPORTED_ARCHITECTURES
+    from ..errors import InputError
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # load_joint names what is missing or malformed
+    if isinstance(config, dict) and config.get("format") is None and config.get("model_type") in SUPPORTED_ARCHITECTURES:
+        raise InputError(f"{folder} is a {config['model_type']} causal LM: this command compresses encoder folders; "
+                         "prune a decoder with the Python API, edgeagent.compress(model, prune='ffn=0.5,layers=0.33') "
+                         "on a transformers model, then export_causal_lm its saved folder "
+                         "(benchmarks/decoder_pruning.py does it on SmolLM2)", field="model")

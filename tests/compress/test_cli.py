@@ -57,3 +57,15 @@ def test_bad_recipes_exit_1_with_the_parameter_named(teacher_dir, tmp_path, caps
     assert "at most min(m, n)" in capsys.readouterr().err
     assert main(base + ["--low-rank", "pooler=8"]) == 1
     assert "neither a kind" in capsys.readouterr().err
+
+
+def test_a_causal_lm_folder_is_pointed_to_the_decoder_api(tmp_path, capsys):
+    from tests.decoders import tiny_llama
+
+    folder = tiny_llama(tmp_path / "llama")
+    code = main(["compress", str(folder), "--prune", "ffn=0.5", "--workload", "ha-intents",
+                 "--out", str(tmp_path / "out"), "--no-measure"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "llama causal LM" in err and "edgeagent.compress(model" in err
+    assert not (tmp_path / "out").exists()
