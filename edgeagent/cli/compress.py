@@ -11,7 +11,11 @@ def register(sub) -> None:
         "compress", help="prune heads, neurons and layers, factorise, recover, and keep only if faster (train extra)",
         description="MODEL is a folder written by `edgeagent finetune`, `distill` or `compress`. The result is "
                     "such a folder too (OUT/config.json, weights, tokenizer, OUT/<name of OUT>.onnx), which "
-                    "`edgeagent compile` and `bench` take like any student; its ONNX metadata records the recipe.")
+                    "`edgeagent compile` and `bench` take like any student; its ONNX metadata records the recipe. "
+                    "MODEL may also be a Llama/Qwen2 Hugging Face folder: it is pruned (heads in whole KV groups, "
+                    "FFN neurons, layers; Taylor importance on the workload's tool-call chats) and recovered on "
+                    "them, and OUT is a Hugging Face folder for `export --task text-generation` (with "
+                    "--no-measure: time the exported decoder with `bench`).")
     parser.add_argument("model", help="the model folder to compress")
     parser.add_argument("--prune", default="",
                         help="shares removed: heads=R,ffn=R,layers=R (R in [0, 1)); layers=1+3 removes those layers "
@@ -64,7 +68,8 @@ def handle(args) -> int:
     low_rank = parse_low_rank(args.low_rank) if args.low_rank else None
     if args.augment < 0:
         raise InputError(f"--augment must be 0 or more, got {args.augment}", field="--augment")
-    _refuse_decoder_folder(Path(args.model))
+    if _is_decoder_folder(Path(args.model)):
+        return _compress_decoder(args, prune)
     model = load_joint(args.model)
     tokenizer_path = Path(args.model) / "tokenizer.json"
     workload = _workload(args.workload, tokenizer_path if tokenizer_path.is_file() else None)
@@ -115,19 +120,61 @@ def handle(args) -> int:
     return 0
 
 
-def _refuse_decoder_folder(folder) -> None:
-    """A Hugging Face causal LM folder gets a pointer to what prunes it, not a format error."""
+
+def _is_decoder_folder(folder) -> bool:
+    """A Hugging Face causal LM folder of a family edgeagent exports (not a `save_joint` folder)."""
     import json
 
     from ..causal.sources import SUPPORTED_ARCHITECTURES
-    from ..errors import InputError
 
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return  # load_joint names what is missing or malformed
-    if isinstance(config, dict) and config.get("format") is None and config.get("model_type") in SUPPORTED_ARCHITECTURES:
-        raise InputError(f"{folder} is a {config['model_type']} causal LM: this command compresses encoder folders; "
-                         "prune a decoder with the Python API, edgeagent.compress(model, prune='ffn=0.5,layers=0.33') "
-                         "on a transformers model, then export_causal_lm its saved folder "
-                         "(benchmarks/decoder_pruning.py does it on SmolLM2)", field="model")
+        return False  # load_joint names what is missing or malformed
+    return (isinstance(config, dict) and config.get("format") is None
+            and config.get("model_type") in SUPPORTED_ARCHITECTURES)
+
+
+def _compress_decoder(args, prune) -> int:
+    """Prune (and recover) a Llama/Qwen2 folder; write a Hugging Face folder that
+    `export --task text-generation` takes, the recipe in its config.json."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..causal.finetune import _resolve_task, encode_calls, tool_call_data
+    from ..causal.sources import load_causal_lm, write_hf_folder
+    from ..compress import RecoverSpec, compress
+    from ..errors import InputError
+
+    if args.low_rank:
+        raise InputError("--low-rank factorises encoders; prune a decoder (heads, ffn, layers)", field="--low-rank")
+    if not args.no_measure:
+        raise InputError("the speed gate times encoders end to end; for a decoder pass --no-measure and time the "
+                         "exported IR with `edgeagent bench` (benchmarks/decoder_pruning.py does both sides)",
+                         field="--no-measure")
+    if prune is None:
+        raise InputError("give --prune heads=R,ffn=R,layers=R for a decoder", field="--prune")
+    loaded = load_causal_lm(args.model)
+    tokenizer = loaded.tokenizer
+    rows = tool_call_data(args.workload, "train", max_examples=args.limit, seed=args.seed)
+    max_length = int(getattr(loaded.model.config, "max_position_embeddings", 2048) or 2048)
+    examples, _ = encode_calls(tokenizer, rows, _resolve_task(None, args.workload).messages,
+                               max_length=min(max_length, 1024))
+    # The chats the generation loop renders, with their calls: next-token loss for Taylor
+    # importance and the distillation data for recovery.
+    data = [{"input_ids": np.asarray(e.input_ids, np.int64), "attention_mask": np.ones(len(e.input_ids), np.int64)}
+            for e in examples]
+    recover = (RecoverSpec(epochs=args.recover_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+               if args.recover_epochs else None)
+    result = compress(loaded.model, prune=prune, data=data, recover=recover,
+                      progress=args.format != "json")
+    folder = write_hf_folder(result, tokenizer, Path(args.out))
+    record = result.compression
+    step = next((s for s in record["steps"] if s.get("step") == "prune"), {})
+    if args.format == "json":
+        print_json({"out": str(folder), "compression": record})
+    else:
+        print(f"compressed → {folder}: {len(step.get('layers_kept', []))} layers, FFN {step.get('ffn')}, "
+              f"{step.get('kv_groups')} KV groups; export it with `edgeagent export {folder} --task text-generation`")
+    return 0

@@ -59,13 +59,28 @@ def test_bad_recipes_exit_1_with_the_parameter_named(teacher_dir, tmp_path, caps
     assert "neither a kind" in capsys.readouterr().err
 
 
-def test_a_causal_lm_folder_is_pointed_to_the_decoder_api(tmp_path, capsys):
+
+def test_a_causal_lm_folder_is_pruned_recovered_and_exports_as_a_decoder(tmp_path, capsys):
+    """A Llama folder: Taylor importance on the workload's chats, one recovery epoch, a Hugging
+    Face folder out that `export --task text-generation` takes, with the recipe in config.json."""
+    from edgeagent.causal import export_causal_lm
     from tests.decoders import tiny_llama
 
-    folder = tiny_llama(tmp_path / "llama")
-    code = main(["compress", str(folder), "--prune", "ffn=0.5", "--workload", "ha-intents",
-                 "--out", str(tmp_path / "out"), "--no-measure"])
-    assert code == 1
-    err = capsys.readouterr().err
-    assert "llama causal LM" in err and "edgeagent.compress(model" in err
-    assert not (tmp_path / "out").exists()
+    folder = tiny_llama(tmp_path / "llama", layers=3, max_positions=512)
+    out = tmp_path / "pruned"
+    code = main(["compress", str(folder), "--prune", "ffn=0.5,layers=1+", "--workload", "ha-intents",
+                 "--limit", "16", "--recover-epochs", "1", "--batch-size", "8", "--no-measure", "--out", str(out),
+                 "--format", "json"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads(capsys.readouterr().out)["compression"]
+    assert record["recipe"]["prune"]["importance"] == "taylor" and record["recovery"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2 and config["intermediate_size"] == 64
+    assert config["edgeagent_compression"]["recipe"]["prune"]["ffn"] == 0.5
+    ir = export_causal_lm(out, tmp_path / "ir")
+    assert ir.metadata["num_layers"] == 2
+    # The speed gate and low-rank factors are the encoders'; a decoder is told so.
+    assert main(["compress", str(folder), "--prune", "ffn=0.5", "--workload", "ha-intents",
+                 "--out", str(tmp_path / "x")]) == 1
+    assert "--no-measure" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
