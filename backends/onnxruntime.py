@@ -426,6 +426,15 @@ class OnnxRuntimeSession(Session):
         del self.ort_session
 
 
+def _cache_names(session) -> tuple[list[str], list[str], np.dtype]:
+    """A decoder session's past and present names, layer by layer, and the cache's dtype."""
+    layers = sorted({int(s.name.split(".")[1]) for s in session.inputs if s.name.startswith("past_key_values.")})
+    past = [f"past_key_values.{i}.{k}" for i in layers for k in ("key", "value")]
+    present = [f"present.{i}.{k}" for i in layers for k in ("key", "value")]
+    spec = next(s for s in session.inputs if s.name == "past_key_values.0.key")
+    return past, present, np.dtype(spec.dtype)
+
+
 class OrtDecoderCache:
     """A decoder's KV cache kept as ONNX Runtime OrtValues between steps (IO binding).
 
@@ -444,12 +453,9 @@ class OrtDecoderCache:
 
         self._ort, self._step_inputs = ort, step_inputs
         self._session = session.ort_session
-        layers = sorted({int(s.name.split(".")[1]) for s in session.inputs if s.name.startswith("past_key_values.")})
-        self._past = [f"past_key_values.{i}.{k}" for i in layers for k in ("key", "value")]
-        self._present = [f"present.{i}.{k}" for i in layers for k in ("key", "value")]
-        spec = next(s for s in session.inputs if s.name == "past_key_values.0.key")
+        self._past, self._present, dtype = _cache_names(session)
         heads, head_dim = session.kv_shape
-        empty = np.zeros((batch, heads, 0, head_dim), np.dtype(spec.dtype))
+        empty = np.zeros((batch, heads, 0, head_dim), dtype)
         self.past = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in self._past]
         self.attention_mask = np.zeros((batch, 0), np.int64)
         self.next_position = np.zeros(batch, np.int64)
@@ -499,11 +505,7 @@ class OrtSharedKVCache:
 
         self._ort, self._step_inputs = ort, step_inputs
         self._session = session.ort_session
-        layers = sorted({int(s.name.split(".")[1]) for s in session.inputs if s.name.startswith("past_key_values.")})
-        self._past = [f"past_key_values.{i}.{k}" for i in layers for k in ("key", "value")]
-        self._present = [f"present.{i}.{k}" for i in layers for k in ("key", "value")]
-        spec = next(s for s in session.inputs if s.name == "past_key_values.0.key")
-        self._dtype = np.dtype(spec.dtype)
+        self._past, self._present, self._dtype = _cache_names(session)
         self._heads, self._head_dim = session.kv_shape
         logits = next(s for s in session.outputs if s.name == "logits")
         self._vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else None

@@ -373,12 +373,10 @@ def check_fused_parity(reference, fused, metadata: Mapping[str, Any], *, shared:
     worst_logits = worst_cache = 0.0
     scale = 1.0
     agree = total = 0
-    seen = 0
     valid_so_far = np.zeros((steps[0][0].shape[0], 0), bool)
     for (tokens, valid), (ref_logits, ref_cache), (logits, cache) in zip(steps, want, got):
         real = np.ones(tokens.shape, bool) if valid is None else valid.astype(bool)
         valid_so_far = np.concatenate([valid_so_far, real], axis=1)
-        seen += tokens.shape[1]
         scale = max(scale, float(np.abs(ref_logits[real]).max()))
         worst_logits = max(worst_logits, float(np.abs(ref_logits[real] - logits[real]).max()))
         keep = valid_so_far[:, None, :, None]
