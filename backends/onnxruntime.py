@@ -814,7 +814,7 @@ class OnnxRuntimeBackend(Backend):
         with tempfile.TemporaryDirectory(prefix="edgeagent-ort-decoder-") as tmp:
             graph, recipe["fusions"] = self._fuse_decoder(ir, opts, Path(tmp) / MODEL_FILE)
             if precision is Precision.FP32:
-                if graph is not None:  # model.onnx, and model.onnx.data past protobuf's 2 GiB
+                if graph is not None:  # model.onnx and its weights, model.onnx.data
                     for path in Path(tmp).iterdir():
                         shutil.copyfile(path, out / path.name)
                 elif ir.path.name != MODEL_FILE and ir.external_files:
