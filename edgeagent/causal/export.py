@@ -116,7 +116,8 @@ def export_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *,
             prompt when the tokenizer has a template).
         decode_steps: single-token steps compared after the prefill (default 16).
         greedy_tokens: tokens generated per prompt in the greedy check (default 16).
-        atol, rtol: tolerances on logits and cache (defaults 1e-3, 1e-3).
+        atol: absolute tolerance on logits and cache (default 1e-3).
+        rtol: relative tolerance on logits and cache (default 1e-3).
         gguf_limits: caps for the GGUF check (default `GGUFLimits()`).
 
     Returns:

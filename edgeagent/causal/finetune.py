@@ -420,13 +420,19 @@ def finetune_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *, wor
         task: the TextGenerationTask whose chat the model is asked (default: the workload's).
         lora: LoRA adapters on every projection (peft), merged before saving (default); False
             trains every weight.
-        lora_rank, lora_alpha, lora_dropout: the adapters' shape (default 16, 32, 0.05).
-        epochs, learning_rate, batch_size: the optimisation (AdamW, linear warm-up and decay).
+        lora_rank: the adapters' rank (default 16).
+        lora_alpha: the adapters' scale numerator (default 32).
+        lora_dropout: dropout on the adapters' input (default 0.05).
+        epochs: passes over the data (default 1; AdamW, linear warm-up and decay).
+        learning_rate: the peak learning rate (default 2e-4).
+        batch_size: examples per step (default 8).
         max_examples: train on the first N of the seeded shuffle (default all).
         max_length: examples longer than this many tokens are skipped and counted.
         seed: data order, adapter initialisation and dropout.
         bf16: "auto" (native bf16 CPUs only), True or False: autocast of the forward pass.
-        checkpoint_dir, checkpoint_every, resume: resumable training (default: no checkpoints).
+        checkpoint_dir: where resumable checkpoints go (default: none).
+        checkpoint_every: steps between checkpoints (default 50).
+        resume: continue from the newest checkpoint in checkpoint_dir.
         progress: show a progress bar.
 
     Returns:
@@ -435,7 +441,9 @@ def finetune_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *, wor
     Raises:
         InputError: a recipe value out of range, `out` not empty, no usable example, a
             checkpoint from another recipe or that cannot be read safely.
-        As `load_causal_lm` for the source.
+        ModelRejected: as `load_causal_lm`, for the source (a file fails its check).
+        UnsupportedModel: as `load_causal_lm`, for the source (an unsupported architecture).
+        BackendUnavailable: torch, transformers or peft is missing.
     """
     from .sources import load_causal_lm
 
@@ -551,14 +559,17 @@ def distill_causal_lm(teacher: str | os.PathLike, out: str | os.PathLike, *, num
         out: the folder to write (new or empty): the student's Hugging Face folder and training.json.
         num_layers: the student's depth (default 10), initialised from evenly spaced teacher layers.
         layers: the teacher layers to copy instead (sorted, distinct, `num_layers` of them).
-        alpha, temperature: the soft-target loss α·T²·KL + (1 − α)·CE (defaults 0.5, 2.0).
+        alpha: the soft targets' share of the loss α·T²·KL + (1 − α)·CE (default 0.5).
+        temperature: the softmax temperature T of the soft targets (default 2.0).
         hidden_weight: weight of the MSE between each student layer's output and its teacher
             layer's (default 0: off; the widths always match).
-        The rest: as `finetune_causal_lm` (the student trains every weight).
+
+    The other arguments are as `finetune_causal_lm`'s (the student trains every weight).
 
     Raises:
         InputError: a recipe value out of range, a student as deep as the teacher, bad layers.
-        As `load_causal_lm` for the teacher.
+        ModelRejected: as `load_causal_lm`, for the teacher.
+        UnsupportedModel: as `load_causal_lm`, for the teacher.
     """
     from .sources import load_causal_lm
 
