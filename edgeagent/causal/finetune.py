@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import BackendUnavailable, InputError
 from ..log import log
 
 TRAINING_FILE = "training.json"
@@ -470,7 +470,11 @@ def finetune_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *, wor
     recipe_key = json.dumps([recipe, loaded.source_sha256, data_fingerprint(rows)], sort_keys=True)
     torch.manual_seed(seed)
     if lora:
-        from peft import LoraConfig, get_peft_model
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise BackendUnavailable("LoRA fine-tuning needs peft: pip install -c constraints.txt "
+                                     "'edgeagent[train]' (or pass lora=False to train every weight)") from None
 
         names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
         targets = sorted(set(LORA_TARGETS) & names)
