@@ -134,6 +134,8 @@ def build(ir, work: Path, with_openvino: bool, threads: int) -> dict:
     sizes["ort-fp32-fused"] = fused.stat().st_size
     ort_recipes = {
         "ort-int8": OrtWeightOnlyOptions(bits=8),
+        # float32 compute on the INT8 weights: no int8 quantization of the activations per block
+        "ort-int8-acc1": OrtWeightOnlyOptions(bits=8, accuracy_level=1),
         "ort-int4": OrtWeightOnlyOptions(bits=4),
         "ort-int4-acc0": OrtWeightOnlyOptions(bits=4, accuracy_level=0),
         "ort-int4-head-fp32": OrtWeightOnlyOptions(bits=4, lm_head="fp32"),
