@@ -5,9 +5,9 @@ concats, `repeat_kv` expands, mask arithmetic), which ONNX Runtime executes one 
 at a few microseconds of dispatch a node that costs a small model more than its arithmetic. This
 module writes the same model, with the same weights and the same inputs and outputs, on
 `com.microsoft` operators ONNX Runtime's CPU provider implements: SimplifiedLayerNormalization /
-SkipSimplifiedLayerNormalization (RMSNorm with the residual add), RotaryEmbedding,
-GroupQueryAttention (grouped-query attention over the KV cache, causal, with the padding mask as
-an attention bias), one fused QKV and one fused gate/up MatMul a layer — the graph shape
+SkipSimplifiedLayerNormalization (RMSNorm with the residual add), GroupQueryAttention
+(grouped-query attention over the KV cache with the rotary embedding inside, causal, at the
+positions `position_ids` gives, with the padding mask as an attention bias), one fused QKV and one fused gate/up MatMul a layer — the graph shape
 onnxruntime-genai's model builder writes, built from the IR instead of from the checkpoint.
 
 The weights are found by the module each MatMul came from (torch's `name_scopes` metadata), the
@@ -227,22 +227,22 @@ def build_fused_decoder(model_path: str | Path, metadata: Mapping[str, Any]) -> 
     embed_name = init("model.embed_tokens.weight", embed)
     hidden = node("Gather", [embed_name, "input_ids"], ["embeds"], module="model.embed_tokens", axis=0)[0]
     residual: str | None = None
+
+    def norm(x: str, gamma: np.ndarray, name: str) -> tuple[str, str]:
+        """RMSNorm of x (plus the residual so far, fused): (normed, the new residual)."""
+        g = init(f"{name}.weight", gamma)
+        if residual is None:
+            out = node("SimplifiedLayerNormalization", [x, g], [f"{name}.out"], module=name,
+                       epsilon=eps, axis=-1, stash_type=1)[0]
+            return out, x
+        out, _, _, total = node("SkipSimplifiedLayerNormalization", [x, residual, g],
+                                [f"{name}.out", "", "", f"{name}.residual"], domain=_MS, module=name,
+                                epsilon=eps)
+        return out, total
+
     q_size, kv_size = heads * head_dim, kv_heads * head_dim
     for i in range(layers):
         p = f"model.layers.{i}"
-
-        def norm(x: str, gamma: np.ndarray, name: str) -> tuple[str, str]:
-            nonlocal residual
-            g = init(f"{name}.weight", gamma)
-            if residual is None:
-                out = node("SimplifiedLayerNormalization", [x, g], [f"{name}.out"], module=name,
-                           epsilon=eps, axis=-1, stash_type=1)[0]
-                return out, x
-            out, _, _, total = node("SkipSimplifiedLayerNormalization", [x, residual, g],
-                                    [f"{name}.out", "", "", f"{name}.residual"], domain=_MS, module=name,
-                                    epsilon=eps)
-            return out, total
-
         normed, residual = norm(hidden, required(f"{p}.input_layernorm.weight"), f"{p}.input_layernorm")
         projections = [f"{p}.self_attn.{n}_proj" for n in "qkv"]
         w_qkv = np.concatenate([weight(m) for m in projections], axis=1)
