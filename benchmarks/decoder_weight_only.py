@@ -12,9 +12,20 @@ NNCF INT8/INT4 (`--openvino`), each with float32 and with the plugin's default (
 
 Timings are medians over `--repeats` rounds that interleave the recipes, so drift on a shared
 machine lands on every recipe alike; each round's prefill is the median of 5 calls and its
-decode figure the median per-token time of 64 greedy steps. Agreement: each prompt (chat
-template applied) greedy-decoded for `--new-tokens` tokens by the recipe and by float32; the
-share of positions whose tokens match, and the share of prompts whose continuations are identical.
+decode figure the median per-token time of 64 greedy steps (`--repeats 0` skips timing).
+
+Prompts: the 40 hand-written ones below, then (for `--prompts` over 40) Home Assistant test-split
+utterances from `edgeagent.workloads.ha_intents`, evenly spaced; each under the chat template.
+Agreement with float32, three ways:
+  - free-running ("agree", "identical"): the recipe and float32 each greedy-decode `--new-tokens`
+    tokens; the share of positions whose tokens match, and of prompts whose continuations are
+    identical. One flipped token changes the rest of a sequence, so this counts near-ties twice;
+  - teacher-forced ("forced"): the recipe reads float32's own continuation in one call and its
+    argmax is compared with float32's token at each position (llama.cpp's `perplexity
+    --kl-divergence` reports the same figure as "Same top p");
+  - first divergence: the median position of the first differing token, and float32's own
+    top-1 / top-2 logit margin there against its median margin over all positions (how close a
+    call the flipped token was).
 """
 
 from __future__ import annotations
@@ -45,6 +56,18 @@ PROMPTS = [
     "What is the opposite of cold?", "Turn on the porch light at 8 pm.", "Mute the TV.",
     "What is the boiling point of water?", "Recommend a short book.", "Say hello in French.",
 ]
+
+
+def prompt_texts(count: int) -> list[str]:
+    """The hand-written prompts, then evenly spaced ha-intents test utterances up to `count`."""
+    texts = PROMPTS[:count]
+    if count > len(PROMPTS):
+        from edgeagent.workloads import ha_intents
+
+        test = ha_intents.generate("test")
+        extra = count - len(PROMPTS)
+        texts = texts + [e.text for e in test[::max(1, len(test) // extra)][:extra]]
+    return texts
 
 
 def chat_prompts(ir_dir: Path, texts: list[str]) -> list[list[int]]:
@@ -111,7 +134,29 @@ def generate(runner, prompt: list[int], n: int, layout: dict) -> tuple[list[int]
     return tokens, times[0], times[1:]
 
 
-def build(ir, work: Path, with_openvino: bool, threads: int) -> dict:
+def forced_logits(runner, prompt: list[int], continuation: list[int], layout: dict) -> np.ndarray:
+    """Logits [len(continuation), vocab] predicting each continuation token, from one call over
+    the prompt and the continuation (teacher forcing)."""
+    from edgeagent.causal import parity
+
+    ids = np.asarray([prompt + continuation[:-1]], np.int64)
+    mask = np.ones_like(ids)
+    pos = parity.position_ids(mask)
+    runner.reset()
+    if isinstance(runner, OvRunner):
+        logits = runner.decoder.step(ids, mask, pos)
+    else:
+        logits, _ = runner.step(ids, mask, pos, parity.empty_past(1, **layout))
+    return logits[0, len(prompt) - 1:]
+
+
+def top2_margin(logits: np.ndarray) -> np.ndarray:
+    """Per row, the top-1 logit minus the top-2 logit."""
+    top = np.partition(logits, -2, axis=-1)[:, -2:]
+    return top[:, 1] - top[:, 0]
+
+
+def build(ir, work: Path, with_openvino: bool, threads: int, wanted=lambda name: True) -> dict:
     from onnxruntime.transformers.optimizer import optimize_model
 
     from edgeagent.causal.quantize_ort import OrtWeightOnlyOptions, quantize_weights_ort
@@ -125,13 +170,14 @@ def build(ir, work: Path, with_openvino: bool, threads: int) -> dict:
     recipes["ort-fp32"] = lambda: OrtRunner(ir.model.path, layers, threads)
     sizes["ort-fp32"] = ir.model.size_bytes
     fused = work / "fp32-rmsnorm-fused.onnx"
-    if not fused.exists():
+    if wanted("ort-fp32-fused") and not fused.exists():
         model = optimize_model(str(ir.model.path), model_type="gpt2", num_heads=meta["num_heads"],
                                hidden_size=meta["hidden_size"], opt_level=0, use_gpu=False)
         reports["ort-fp32-fused"] = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
         model.save_model_to_file(str(fused))
-    recipes["ort-fp32-fused"] = lambda: OrtRunner(fused, layers, threads)
-    sizes["ort-fp32-fused"] = fused.stat().st_size
+    if wanted("ort-fp32-fused"):
+        recipes["ort-fp32-fused"] = lambda: OrtRunner(fused, layers, threads)
+        sizes["ort-fp32-fused"] = fused.stat().st_size
     ort_recipes = {
         "ort-int8": OrtWeightOnlyOptions(bits=8),
         # float32 compute on the INT8 weights: no int8 quantization of the activations per block
@@ -152,6 +198,8 @@ def build(ir, work: Path, with_openvino: bool, threads: int) -> dict:
                                                             lm_head="int8"),
     }
     for name, options in ort_recipes.items():
+        if not wanted(name):
+            continue
         path = work / f"{name}.onnx"
         report = quantize_weights_ort(ir.model, path, options)
         reports[name] = {"quantized": len(report.quantized), "kept": [(k.module, k.reason) for k in report.kept],
@@ -168,6 +216,8 @@ def build(ir, work: Path, with_openvino: bool, threads: int) -> dict:
         default = {"INFERENCE_NUM_THREADS": str(threads)}
         for name, options in (("ov-fp32", None), ("ov-int8", OVWeightOptions(mode="int8_asym")),
                               ("ov-int4", OVWeightOptions(mode="int4_asym", group_size=128))):
+            if not (wanted(name) or wanted(name + "-bf16")):
+                continue
             xml = work / f"{name}.xml"
             if not xml.exists():
                 model = to_stateful_openvino(ir.model.path, layers)
@@ -202,14 +252,15 @@ def main(argv=None) -> int:
     from edgeagent.causal import open_decoder_ir
 
     if args.dump_prompts:
-        args.dump_prompts.write_text(json.dumps(chat_prompts(args.ir, PROMPTS[:args.prompts])))
+        args.dump_prompts.write_text(json.dumps(chat_prompts(args.ir, prompt_texts(args.prompts))))
         return 0
     ir = open_decoder_ir(args.ir)
     layout = {"num_layers": ir.num_layers, "num_kv_heads": ir.num_kv_heads, "head_dim": ir.head_dim}
-    built = build(ir, args.work, args.openvino, args.threads)
-    names = [n for n in built["recipes"] if not args.only or n in args.only.split(",")]
+    only = set(filter(None, args.only.split(",")))
+    built = build(ir, args.work, args.openvino, args.threads, wanted=lambda name: not only or name in only)
+    names = [n for n in built["recipes"] if not only or n in only]
     runners = {n: built["recipes"][n]() for n in names}
-    prompts = chat_prompts(args.ir, PROMPTS[:args.prompts])
+    prompts = chat_prompts(args.ir, prompt_texts(args.prompts))
     timing_prompt = prompts[0]
     # Timings, recipes interleaved round by round.
     prefill: dict = {n: [] for n in names}
@@ -221,45 +272,77 @@ def main(argv=None) -> int:
             prefill[name].append(statistics.median(prefills))
             _, _, steps = generate(runners[name], timing_prompt, 65, layout)
             decode[name].append(statistics.median(steps))
-    # Greedy agreement with float32.
+    # Agreement with float32: free-running, teacher-forced, first divergence.
     reference = {i: generate(runners["ort-fp32"], p, args.new_tokens, layout)[0] for i, p in enumerate(prompts)} \
         if "ort-fp32" in runners else {}
+    margins = {i: top2_margin(forced_logits(runners["ort-fp32"], p, reference[i], layout))
+               for i, p in enumerate(prompts)} if reference else {}
+
+    def timing(name: str) -> dict:
+        if not prefill[name]:
+            return {"prefill_ms": None, "prefill_ms_range": None, "decode_tok_s": None, "decode_tok_s_range": None}
+        return {"prefill_ms": round(1e3 * statistics.median(prefill[name]), 1),
+                "prefill_ms_range": [round(1e3 * min(prefill[name]), 1), round(1e3 * max(prefill[name]), 1)],
+                "decode_tok_s": round(1 / statistics.median(decode[name]), 1),
+                "decode_tok_s_range": [round(1 / max(decode[name]), 1), round(1 / min(decode[name]), 1)]}
+
+    def agreement(outputs: dict, forced: dict | None) -> dict:
+        if not reference:
+            return {"token_agreement": None, "identical_continuations": None}
+        positions = len(prompts) * args.new_tokens
+        same = identical = 0
+        first, margin_there = [], []
+        for i in range(len(prompts)):
+            tokens, ref = outputs.get(i, [])[:args.new_tokens], reference[i]
+            same += sum(a == b for a, b in zip(tokens, ref))
+            identical += tokens == ref
+            j = next((k for k, (a, b) in enumerate(zip(tokens, ref)) if a != b), min(len(tokens), len(ref)))
+            first.append(j)
+            if j < len(ref):
+                margin_there.append(float(margins[i][j]))
+        row = {"token_agreement": round(same / positions, 4),
+               "identical_continuations": f"{identical}/{len(prompts)}",
+               "first_divergence_median": statistics.median(first),
+               "fp32_margin_at_divergence_median": round(statistics.median(margin_there), 3) if margin_there else None}
+        if forced is not None:
+            row["forced_top1_agreement"] = round(sum(forced.values()) / positions, 4)
+        return row
+
     rows = []
     for name in names:
-        same = identical = 0
+        outputs, forced = {}, {}
         if reference:
             for i, prompt in enumerate(prompts):
-                tokens = generate(runners[name], prompt, args.new_tokens, layout)[0]
-                same += sum(a == b for a, b in zip(tokens, reference[i]))
-                identical += tokens == reference[i]
-        rows.append({"recipe": name, "size_mb": round(built["sizes"][name] / 1e6, 1),
-                     "prefill_ms": round(1e3 * statistics.median(prefill[name]), 1),
-                     "prefill_ms_range": [round(1e3 * min(prefill[name]), 1), round(1e3 * max(prefill[name]), 1)],
-                     "decode_tok_s": round(1 / statistics.median(decode[name]), 1),
-                     "decode_tok_s_range": [round(1 / max(decode[name]), 1), round(1 / min(decode[name]), 1)],
-                     "token_agreement": round(same / (len(prompts) * args.new_tokens), 4) if reference else None,
-                     "identical_continuations": f"{identical}/{len(prompts)}" if reference else None})
+                outputs[i] = generate(runners[name], prompt, args.new_tokens, layout)[0]
+                guess = forced_logits(runners[name], prompt, reference[i], layout).argmax(-1)
+                forced[i] = int((guess == np.asarray(reference[i])).sum())
+        rows.append({"recipe": name, "size_mb": round(built["sizes"][name] / 1e6, 1), **timing(name),
+                     **agreement(outputs, forced)})
     for peer in args.peer:
         result = json.loads(peer.read_text())
-        same = identical = 0
-        for i, tokens in enumerate(result["tokens"][:len(prompts)]):
-            tokens = tokens[:args.new_tokens]
-            same += sum(a == b for a, b in zip(tokens, reference.get(i, [])))
-            identical += tokens == reference.get(i)
         size = sum(f.stat().st_size for f in Path(result["model"]).glob("model.onnx*"))
         rows.append({"recipe": f"genai:{Path(result['model']).name}", "size_mb": round(size / 1e6, 1),
                      "prefill_ms": result["prefill_ms"], "prefill_ms_range": result["prefill_ms_range"],
                      "decode_tok_s": result["decode_tok_s"], "decode_tok_s_range": result["decode_tok_s_range"],
-                     "token_agreement": round(same / (len(prompts) * args.new_tokens), 4) if reference else None,
-                     "identical_continuations": f"{identical}/{len(prompts)}" if reference else None})
+                     **agreement(dict(enumerate(result["tokens"][:len(prompts)])), None)})
     print(f"# {ir.metadata.get('source')}  prompt {len(timing_prompt)} tokens, threads {args.threads}, "
           f"{args.repeats} interleaved rounds (median [min-max]); agreement over {len(prompts)} prompts × "
           f"{args.new_tokens} tokens vs ort-fp32")
-    print(f"{'recipe':22} {'MB':>7} {'prefill ms':>18} {'decode tok/s':>20} {'agree':>7} {'identical':>9}")
+    print(f"{'recipe':30} {'MB':>6} {'prefill ms':>18} {'decode tok/s':>20} {'agree':>7} {'identical':>9} "
+          f"{'forced':>7} {'1st div':>7} {'margin':>7}")
+
+    def cell(value, width: int, digits: int = 1) -> str:
+        return f"{'–':>{width}}" if value is None else (f"{value:{width}.{digits}f}" if isinstance(value, float)
+                                                        else f"{value!s:>{width}}")
+
     for r in rows:
-        print(f"{r['recipe']:22} {r['size_mb']:7.1f} {r['prefill_ms']:7.1f} {str(r['prefill_ms_range']):>10} "
-              f"{r['decode_tok_s']:7.1f} {str(r['decode_tok_s_range']):>12} {r['token_agreement']!s:>7} "
-              f"{r['identical_continuations']!s:>9}")
+        print(f"{r['recipe']:30} {r['size_mb']:6.1f} {cell(r['prefill_ms'], 7)} {str(r['prefill_ms_range']):>10} "
+              f"{cell(r['decode_tok_s'], 7)} {str(r['decode_tok_s_range']):>12} {cell(r['token_agreement'], 7, 3)} "
+              f"{cell(r['identical_continuations'], 9)} {cell(r.get('forced_top1_agreement'), 7, 3)} "
+              f"{cell(r.get('first_divergence_median'), 7)} {cell(r.get('fp32_margin_at_divergence_median'), 7, 2)}")
+    if margins:
+        print(f"fp32 top-1/top-2 logit margin over its own continuations: median "
+              f"{statistics.median(float(m) for ms in margins.values() for m in ms):.2f}")
     print("reports:", json.dumps(built["reports"]))
     print("rerun: python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]))
     if args.out:
