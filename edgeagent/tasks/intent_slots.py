@@ -33,6 +33,54 @@ DEFAULT_MAX_LENGTH = 64
 MAX_LENGTH = 8192
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_PERCENT = re.compile(r"\s*(%|per ?cent)$")
+SPOKEN_NUMBER_LIMIT = 1000
+
+
+@functools.cache
+def spoken_numbers(language: str) -> dict[str, int]:
+    """Spoken cardinals 0..1000 → their value ("forty five", "forty-five", "one hundred and five"),
+    from unicode-rbnf's spell-out rules, the library Home Assistant's hassil uses to speak numbers in
+    its range lists. Empty where unicode-rbnf (the `agent` extra) is missing or has no such language:
+    number words then stay words, as before."""
+    try:
+        from unicode_rbnf import RbnfEngine
+
+        engine = RbnfEngine.for_language(language)
+    except Exception:  # not installed, or no rules for the language
+        return {}
+    table: dict[str, int] = {}
+    for value in range(SPOKEN_NUMBER_LIMIT + 1):
+        text = engine.format_number(value).text.lower()
+        forms = {text, text.replace("-", " ")}
+        # English also says "and" after hundreds ("one hundred and five") and "a hundred".
+        forms |= {f.replace("hundred ", "hundred and ", 1) for f in forms if "hundred " in f}
+        forms |= {"a " + f[4:] for f in forms if f.startswith("one hundred") or f.startswith("one thousand")}
+        for form in forms:
+            table.setdefault(form, value)
+    return table
+
+
+def parse_number(words: str, language: str | None) -> int | float | None:
+    """A slot's surface as a number: digits ("30", "18.5") or, with unicode-rbnf, spoken words
+    ("thirty", "eighteen point five"), with a trailing "percent" or "%" allowed; None otherwise."""
+    words = _PERCENT.sub("", words.strip().lower()).strip()
+    if words.isdigit():
+        return int(words)
+    if _NUMBER.fullmatch(words):
+        return float(words) if ("." in words or "e" in words) else int(words)
+    spoken = spoken_numbers(language) if language else {}
+    if not spoken:
+        return None
+    whole, point, fraction = words.partition(" point ")
+    if whole not in spoken:
+        return None
+    if not point:
+        return spoken[whole]
+    digits = [spoken.get(d) for d in fraction.split()]
+    if not digits or any(d is None or d > 9 for d in digits):
+        return None
+    return float(f"{spoken[whole]}." + "".join(str(d) for d in digits))
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,6 +357,8 @@ class IntentSlotReader:
         self.threshold = task.threshold if threshold is None else float(threshold)
         self.value_table = task.value_table
         self.gate = TextGate(tokenizer, task.language)
+        if task.language:  # build the number-word table at load, not on a user's first request
+            spoken_numbers(task.language)
         tokenizer.no_truncation()  # truncation is done here, so that it can be reported
 
     def encode(self, text: str):
@@ -413,8 +463,5 @@ class IntentSlotReader:
         table = self.value_table.get(slot)
         if table and words in table:
             return table[words]
-        if words.isdigit():
-            return int(words)
-        if _NUMBER.fullmatch(words):
-            return float(words) if ("." in words or "e" in words) else int(words)
-        return surface.strip()
+        number = parse_number(words, self.task.language)
+        return surface.strip() if number is None else number

@@ -107,6 +107,32 @@ def test_reader_turns_tags_into_slot_values(tokenizer):
     assert truncated and long_ids.shape[1] == decoder.max_length
 
 
+def test_spoken_numbers_become_numbers():
+    pytest.importorskip("unicode_rbnf")
+    from edgeagent.tasks.intent_slots import parse_number
+
+    cases = {"thirty": 30, "forty five": 45, "forty-five": 45, "one hundred and five": 105, "a hundred": 100,
+             "eighteen point five": 18.5, "30": 30, "30%": 30, "thirty percent": 30, "2.5": 2.5, "zero": 0}
+    assert {words: parse_number(words, "en") for words in cases} == cases
+    for words in ("kitchen", "five six", "thirty point", "point five", "forty five minutes", ""):
+        assert parse_number(words, "en") is None, words
+    assert parse_number("thirty", None) is None and parse_number("30", None) == 30
+
+
+def test_reader_reads_number_words_as_the_recogniser_writes_them(tokenizer):
+    pytest.importorskip("unicode_rbnf")
+    decoder = ha.task().reader(tokenizer)
+    text = "dim the hall light to forty five percent"
+    ids, encoding, _ = decoder.encode(text)
+    tokens = [tokenizer.id_to_token(i) for i in ids[0]]
+    tags = decoder.tags
+    wanted = {"hall": "B-name", "light": "I-name", "forty": "B-brightness", "five": "I-brightness"}
+    slot_logits = np.stack([np.eye(len(tags))[tags.index(wanted.get(t, "O"))] for t in tokens]) * 10
+    intent_logits = np.eye(len(decoder.intents))[decoder.intents.index("HassLightSet")] * 10
+    call = decoder.decode(intent_logits, slot_logits, encoding, text)
+    assert call.slots == {"name": "hall light", "brightness": 45}
+
+
 def test_word_level_reading_gives_each_word_one_tag():
     pytest.importorskip("hassil")
     _, tags = ha.label_space()
