@@ -50,6 +50,7 @@ NAME_LIST = {"HassVacuumStart": "name@vacuum", "HassVacuumReturnToBase": "name@v
              "HassSetPosition": "name@cover"}
 ITEM_LIST = {"HassShoppingListAddItem": "shopping_list_item", "HassShoppingListCompleteItem": "shopping_list_item"}
 NEGATIVE_DEV_SHARE = 0.2  # of the hand-written negatives, held out for the dev split
+NEGATIVE_VARIED_SHARE = 0.5  # of the training negatives, added again with a surface transform
 # Verbs the question forms turn into their -ing form ("would you mind turning on ...").
 _ING = {"turn": "turning", "switch": "switching", "set": "setting", "put": "putting", "dim": "dimming",
         "stop": "stopping", "shut": "shutting", "cut": "cutting", "start": "starting", "open": "opening",
@@ -379,5 +380,16 @@ def robust_examples(split: str, templates: Sequence, value_table: dict, *, per_i
     for text, _group in negatives(split):
         if text.lower() not in taken:
             made.append(Example(text, NOT_UNDERSTOOD, ()))
+        # In training, half the negatives again with the positives' surface transforms (fillers, a
+        # hesitation, a recogniser's transcript), so that "um" or a missing question mark is no
+        # evidence of a command. The dev split keeps its negatives as written.
+        if split == "train" and rng.random() < NEGATIVE_VARIED_SHARE:
+            varied, _ = (sampler.fillers if rng.random() < 0.5 else
+                         (lambda t, s: sampler.disfluent(t, s, NOT_UNDERSTOOD)))(text, ())
+            if rng.random() < 0.35:
+                varied, _ = sampler.transcript(varied, ())
+            varied = " ".join(varied.split())
+            if varied and varied.lower() != text.lower() and varied.lower() not in taken:
+                made.append(Example(varied, NOT_UNDERSTOOD, ()))
     rng.shuffle(made)
     return made

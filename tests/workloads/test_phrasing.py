@@ -66,6 +66,20 @@ def test_dev_and_test_stay_unseen_and_dev_has_its_own_negatives(train):
     assert not any(v.lower() in keyword for e in dev for _, _, s, v in e.spans if s == "name" and isinstance(v, str))
 
 
+def test_training_negatives_also_come_with_the_positives_surface_transforms(train):
+    written = {t for t, _ in ha_phrasing.negatives("train")}
+    negatives = [e.text for e in train if e.intent == NOT_UNDERSTOOD]
+    varied = [t for t in negatives if t not in written]
+    # About half the written ones again, each with a filler, a hesitation or a recogniser's spelling.
+    assert 0.3 * len(written) < len(varied) < 0.7 * len(written)
+    assert all(t == " ".join(t.split()) and t.lower() not in {w.lower() for w in written} for t in varied)
+    fill = ha_phrasing.resources()["ha_phrasings"]["fillers"]
+    assert any(t.startswith(tuple(f + " " for f in fill["prefix"])) or t.endswith(tuple(fill["suffix"]))
+               for t in varied)
+    dev_written = {t for t, _ in ha_phrasing.negatives("dev")}
+    assert {e.text for e in ha.robust_split("dev") if e.intent == NOT_UNDERSTOOD} <= dev_written
+
+
 def test_the_phrasings_are_deterministic(train):
     ha.robust_split.cache_clear()
     assert [e.to_json() for e in ha.robust_split("train")[:200]] == [e.to_json() for e in train[:200]]
