@@ -60,11 +60,23 @@ RECIPES = {
     "l2-ffn75-emb64": {"prune": "ffn=0.75,layers=0.5,positions=64", "low_rank": "embeddings=64", "epochs": 4, "lr": 3e-4},
     "l2-heads50-ffn75-emb48": {"prune": "heads=0.5,ffn=0.75,layers=0.5,positions=64", "low_rank": "embeddings=48",
                                "epochs": 4, "lr": 3e-4},
+    # The same shape distilled from the teacher instead of the student: recovery learns from the
+    # better model (the student's slot F1 is the teacher's minus distillation's loss).
+    "l2-heads50-ffn50-emb64-tr": {"prune": "heads=0.5,ffn=0.5,layers=0.5,positions=64", "low_rank": "embeddings=64",
+                                  "epochs": 4, "lr": 3e-4, "recover_from": "teacher"},
+    "l3-heads50-ffn75-emb64-tr": {"prune": "heads=0.5,ffn=0.75,layers=0.25,positions=64",
+                                  "low_rank": "embeddings=64", "epochs": 4, "lr": 3e-4, "recover_from": "teacher"},
+    # The teacher compressed straight to the two-layer shape and recovered from itself: one training
+    # phase instead of distil-then-compress, so the demo could ship it within its time budget.
+    "t2-heads50-ffn50-emb64": {"prune": "heads=0.5,ffn=0.5,layers=0.67,positions=64", "low_rank": "embeddings=64",
+                               "epochs": 4, "lr": 3e-4, "source": "teacher", "recover_from": "teacher"},
 }
+# Recipe keys beside compress()'s: "source" (the model compressed: "student", the default, or
+# "teacher") and "recover_from" (what recovery distils from: "source", the default, or a role).
 AUGMENT = 200  # the demo student's transfer set, per intent (--augment)
 
 
-def run_recipe(name: str, recipe: dict, student_dir: Path, work: Path, workload, train_data, dev) -> Path:
+def run_recipe(name: str, recipe: dict, copies: dict[str, Path], work: Path, workload, train_data, dev) -> Path:
     """The recipe's model folder (cached by recipe), with its ONNX export."""
     from edgeagent import compress
     from edgeagent.compress import RecoverSpec, parse_low_rank, parse_prune
@@ -75,15 +87,19 @@ def run_recipe(name: str, recipe: dict, student_dir: Path, work: Path, workload,
     key = json.dumps(recipe, sort_keys=True)
     if (folder / "config.json").is_file() and json.loads((folder / "config.json").read_text()).get("data") == key:
         return folder
-    student = load_joint(student_dir)
+    source_dir = copies[recipe.get("source", "student")]
+    model = load_joint(source_dir)
+    recover_from = recipe.get("recover_from", "source")
+    teacher = None if recover_from in ("source", recipe.get("source", "student")) else load_joint(copies[recover_from])
     start = time.perf_counter()
-    out = compress(student, prune=parse_prune(recipe["prune"]) if recipe["prune"] else None,
+    out = compress(model, prune=parse_prune(recipe["prune"]) if recipe["prune"] else None,
                    low_rank=parse_low_rank(recipe["low_rank"]) if recipe["low_rank"] else None,
                    data=train_data(), recover=RecoverSpec(epochs=recipe["epochs"], lr=recipe.get("lr", 1e-4)),
-                   task=workload.task, eval_data=dev, progress=False)
+                   task=workload.task, eval_data=dev, teacher=teacher, progress=False)
     seconds = time.perf_counter() - start
-    save_joint(out, folder, labels=saved_labels(workload.task), tokenizer=student_dir / "tokenizer.json",
-               extra={"kind": "compressed", "data": key, "seconds": seconds, "source": str(student_dir)})
+    save_joint(out, folder, labels=saved_labels(workload.task), tokenizer=source_dir / "tokenizer.json",
+               extra={"kind": "compressed", "data": key, "seconds": seconds, "source": str(source_dir),
+                      "recovered_from": recover_from})
     export_model(workload.task, out, folder / f"{name}.onnx")
     print(f"[{name}] compressed and recovered in {seconds:.0f} s", flush=True)
     return folder
@@ -282,7 +298,7 @@ def main() -> int:
     for name in names:
         if args.epochs is not None:
             RECIPES[name] = {**RECIPES[name], "epochs": args.epochs}
-        models[name] = run_recipe(name, RECIPES[name], copies["student"], args.work, workload, train_data, dev) \
+        models[name] = run_recipe(name, RECIPES[name], copies, args.work, workload, train_data, dev) \
             / f"{name}.onnx"
     artifacts = {}
     for name, path in models.items():
