@@ -86,3 +86,25 @@ def host_summary() -> dict[str, Any]:
         "memory_bytes": memory_bytes(),
         "software": software_versions(),
     }
+
+
+def bf16_support() -> dict[str, Any]:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo."""
+    raw = set((_cpuinfo().get("flags") or "").split())
+    flags = {"avx512_bf16": "avx512_bf16" in raw, "amx_bf16": "amx_bf16" in raw}
+    return {**flags, "native": any(flags.values())}
+
+
+def resolve_bf16(bf16: bool | str) -> tuple[bool, str]:
+    """(use bf16 autocast, why) for `bf16` = "auto", True or False; "auto" uses it where the CPU
+    computes bf16 natively."""
+    from .errors import InputError
+
+    support = bf16_support()
+    if bf16 == "auto":
+        if support["native"]:
+            return True, "auto: the CPU has " + " and ".join(k for k in ("avx512_bf16", "amx_bf16") if support[k])
+        return False, "auto: the CPU has neither avx512_bf16 nor amx_bf16 (bf16 would be emulated and slower)"
+    if bf16 is True or bf16 is False:
+        return bf16, "asked"
+    raise InputError(f"bf16 must be 'auto', True or False, got {bf16!r:.40}", field="bf16")

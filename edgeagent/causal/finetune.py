@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, InputError
+from ..hostinfo import bf16_support, resolve_bf16
 from ..log import log
 
 TRAINING_FILE = "training.json"
@@ -56,26 +57,6 @@ class CallExample:
 
     input_ids: tuple[int, ...]
     prompt_tokens: int
-
-
-def bf16_support() -> dict[str, Any]:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo."""
-    from ..hostinfo import _cpuinfo
-
-    raw = set((_cpuinfo().get("flags") or "").split())
-    flags = {"avx512_bf16": "avx512_bf16" in raw, "amx_bf16": "amx_bf16" in raw}
-    return {**flags, "native": any(flags.values())}
-
-
-def _resolve_bf16(bf16: bool | str) -> tuple[bool, str]:
-    support = bf16_support()
-    if bf16 == "auto":
-        if support["native"]:
-            return True, "auto: the CPU has " + " and ".join(k for k in ("avx512_bf16", "amx_bf16") if support[k])
-        return False, "auto: the CPU has neither avx512_bf16 nor amx_bf16 (bf16 would be emulated and slower)"
-    if bf16 is True or bf16 is False:
-        return bf16, "asked"
-    raise InputError(f"bf16 must be 'auto', True or False, got {bf16!r:.40}", field="bf16")
 
 
 def tool_call_data(workload: str = "ha-intents", split: str = "train", *, max_examples: int | None = None,
@@ -455,7 +436,7 @@ def finetune_causal_lm(source: str | os.PathLike, out: str | os.PathLike, *, wor
                  or lora_alpha <= 0 or not 0 <= lora_dropout < 1):
         raise InputError("lora_rank must be a positive integer, lora_alpha positive and lora_dropout in [0, 1)",
                          field="lora_rank")
-    use_bf16, why_bf16 = _resolve_bf16(bf16)
+    use_bf16, why_bf16 = resolve_bf16(bf16)
     task = _resolve_task(task, workload)
     import torch
 
@@ -587,7 +568,7 @@ def distill_causal_lm(teacher: str | os.PathLike, out: str | os.PathLike, *, num
         raise InputError(f"temperature must be positive, got {temperature!r:.40}", field="temperature")
     if not isinstance(hidden_weight, (int, float)) or hidden_weight < 0:
         raise InputError(f"hidden_weight must be 0 or more, got {hidden_weight!r:.40}", field="hidden_weight")
-    use_bf16, why_bf16 = _resolve_bf16(bf16)
+    use_bf16, why_bf16 = resolve_bf16(bf16)
     task = _resolve_task(task, workload)
     import torch
 

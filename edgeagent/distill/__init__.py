@@ -25,7 +25,7 @@ def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Seque
             hidden_weight: float = 1.0, output_names: Sequence[str] = ("logits",),
             labels: Mapping[str, str] | None = None, metric: Callable | None = None, patience: int = 2,
             group_by_length: bool = False, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
-            progress: bool = True):
+            progress: bool = True, bf16: bool | str = False):
     """Train `student` to match `teacher` (and the labels, where the examples have them).
 
     Args:
@@ -54,6 +54,9 @@ def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Seque
         checkpoint_dir: where safetensors checkpoints go each epoch (default None).
         resume: continue from the last checkpoint in `checkpoint_dir`.
         progress: progress bars on a terminal.
+        bf16: run the training forward pass under bf16 autocast: True, False, or "auto" (where
+            the CPU has AVX512-BF16 or AMX; `edgeagent.hostinfo.bf16_support()` says). Weights,
+            optimizer state, the teacher's outputs and evaluation stay float32 (default False).
 
     Returns:
         The student with the weights of its best epoch, in eval mode.
@@ -68,13 +71,15 @@ def distill(teacher, student, train: Sequence[Mapping[str, Any]], *, eval: Seque
     return run(student, train, teacher=teacher, eval_set=eval, output_names=output_names, label_map=labels,
                temperature=temperature, alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                hidden_loss=hidden_loss, hidden_weight=hidden_weight, metric=metric, patience=patience,
-               group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+               group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+               bf16=bf16)
 
 
 def finetune(model, train: Sequence[Mapping[str, Any]], *, eval=None, task: Task | None = None, epochs: int = 3,
              lr: float = 5e-5, batch_size: int = 32, seed: int = 0, output_names: Sequence[str] = ("logits",),
              labels: Mapping[str, str] | None = None, metric: Callable | None = None, patience: int = 2,
-             group_by_length: bool = False, checkpoint_dir=None, resume: bool = False, progress: bool = True):
+             group_by_length: bool = False, checkpoint_dir=None, resume: bool = False, progress: bool = True,
+             bf16: bool | str = False):
     """Supervised training with cross-entropy on every labelled head (how the teacher is made).
 
     The arguments are `distill`'s, without the teacher's."""
@@ -83,7 +88,8 @@ def finetune(model, train: Sequence[Mapping[str, Any]], *, eval=None, task: Task
     output_names, labels, metric = _from_task(task, output_names, labels, metric)
     return run(model, train, teacher=None, eval_set=eval, output_names=output_names, label_map=labels,
                epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, metric=metric, patience=patience,
-               group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+               group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+               bf16=bf16)
 
 
 def _from_task(task: Task | None, output_names, labels, metric):

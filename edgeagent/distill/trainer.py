@@ -148,9 +148,18 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
           batch_size: int = 32, seed: int = 0, hidden_loss: str | None = None, hidden_weight: float = 1.0,
           metric: Callable | None = None, patience: int = 2, checkpoint_dir: str | os.PathLike | None = None,
           resume: bool = False, progress: bool = True, weight_decay: float = 0.01,
-          warmup_fraction: float = 0.06, group_by_length: bool = False) -> Any:
-    """The loop behind `distill` (with a teacher) and `finetune` (without); returns the best model."""
+          warmup_fraction: float = 0.06, group_by_length: bool = False, bf16: bool | str = False) -> Any:
+    """The loop behind `distill` (with a teacher) and `finetune` (without); returns the best model.
+
+    `bf16` (True, False or "auto": where the CPU computes bf16 natively) runs each training step's
+    forward pass and loss under `torch.autocast("cpu", torch.bfloat16)`; weights, optimizer state,
+    the teacher's cached outputs and evaluation stay float32. What ran and why is the returned
+    model's `training_bf16` and each epoch's "bf16" in `training_history`.
+    """
+    from ..hostinfo import resolve_bf16
+
     torch, _ = _torch()
+    bf16, why_bf16 = resolve_bf16(bf16)
     _check_examples(train_set, "training")
     label_map = dict(label_map or {name: "labels" for name in output_names})
     torch.manual_seed(seed)
@@ -206,28 +215,30 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
         for indices in batches:
             batch = collate([train_set[i] for i in indices], torch)
             needs_hidden = projection is not None
-            raw = model(batch["input_ids"], batch["attention_mask"], **({"return_hidden": True} if needs_hidden else {}))
-            outputs = _outputs_dict(raw[:-1] if needs_hidden else raw, output_names)
-            mask = batch["attention_mask"].float()
-            loss = 0.0
-            for name in output_names:
-                logits = outputs[name]
-                labels = batch.get(label_map.get(name, ""))
-                token_mask = mask if logits.ndim == 3 else None
-                if cache is None:
-                    flat = logits.reshape(-1, logits.shape[-1])
-                    loss = loss + torch.nn.functional.cross_entropy(flat, labels.reshape(-1).long(),
-                                                                    ignore_index=IGNORE)
-                else:
-                    target = _cached_batch(cache, indices, name, logits.shape, torch)
-                    use_alpha = alpha if labels is not None else 1.0
-                    loss = loss + kd_loss(logits, target, labels, token_mask, temperature=temperature,
-                                          alpha=use_alpha, torch=torch)
-            if needs_hidden:
-                target = _cached_batch(cache, indices, "hidden", (*raw[-1].shape[:2], cache[0]["hidden"].shape[-1]),
-                                       torch)
-                diff = ((projection(raw[-1]) - target) ** 2).mean(-1)
-                loss = loss + hidden_weight * (diff * mask).sum() / mask.sum().clamp_min(1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                raw = model(batch["input_ids"], batch["attention_mask"],
+                            **({"return_hidden": True} if needs_hidden else {}))
+                outputs = _outputs_dict(raw[:-1] if needs_hidden else raw, output_names)
+                mask = batch["attention_mask"].float()
+                loss = 0.0
+                for name in output_names:
+                    logits = outputs[name].float()
+                    labels = batch.get(label_map.get(name, ""))
+                    token_mask = mask if logits.ndim == 3 else None
+                    if cache is None:
+                        flat = logits.reshape(-1, logits.shape[-1])
+                        loss = loss + torch.nn.functional.cross_entropy(flat, labels.reshape(-1).long(),
+                                                                        ignore_index=IGNORE)
+                    else:
+                        target = _cached_batch(cache, indices, name, logits.shape, torch)
+                        use_alpha = alpha if labels is not None else 1.0
+                        loss = loss + kd_loss(logits, target, labels, token_mask, temperature=temperature,
+                                              alpha=use_alpha, torch=torch)
+                if needs_hidden:
+                    target = _cached_batch(cache, indices, "hidden",
+                                           (*raw[-1].shape[:2], cache[0]["hidden"].shape[-1]), torch)
+                    diff = ((projection(raw[-1]).float() - target) ** 2).mean(-1)
+                    loss = loss + hidden_weight * (diff * mask).sum() / mask.sum().clamp_min(1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -239,7 +250,7 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
         score = evaluate(model, eval_set, output_names=output_names, label_map=label_map, metric=metric) \
             if eval_set else -float(np.mean(losses))
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "eval": score,
-                  "seconds": time.perf_counter() - started}
+                  "seconds": time.perf_counter() - started, "bf16": bool(bf16)}
         state["history"].append(record)
         epochs_bar.done(f"epoch {epoch + 1}/{epochs}", loss=record["loss"], eval=record["eval"])
         improved = score > state["best"]
@@ -262,6 +273,7 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
         model.load_state_dict(best_state)
     model.eval()
     model.training_history = state["history"]
+    model.training_bf16 = {"used": bf16, "why": why_bf16}
     return model
 
 
@@ -295,12 +307,15 @@ def _teacher_cache(teacher, train_set, output_names, with_hidden: bool, torch, p
 
 def _cached_batch(cache, indices, name, shape, torch):
     values = [cache[i][name] for i in indices]
-    if values[0].ndim == 1:
-        return torch.stack(values).float()
-    out = torch.zeros(shape, dtype=torch.float32)
-    for row, v in enumerate(values):
-        out[row, :v.shape[0]] = v.float()
-    return out
+    # Outside any bf16 autocast the step runs under: the targets are float32 data, and CPU autocast
+    # refuses to stack the cache's float16 tensors.
+    with torch.autocast("cpu", enabled=False):
+        if values[0].ndim == 1:
+            return torch.stack(values).float()
+        out = torch.zeros(shape, dtype=torch.float32)
+        for row, v in enumerate(values):
+            out[row, :v.shape[0]] = v.float()
+        return out
 
 
 def _save_checkpoint(folder: Path, model, projection, optimizer, scheduler, generator, state, best_state,

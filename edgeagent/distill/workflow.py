@@ -35,7 +35,7 @@ def new_teacher(task, base: str | os.PathLike | None = None):
 
 def train_teacher(workload, *, base=None, epochs: int = 3, lr: float = 8e-5, batch_size: int = 32, seed: int = 0,
                   limit: int | None = None, group_by_length: bool = False, checkpoint_dir=None, resume: bool = False,
-                  progress: bool = True):
+                  progress: bool = True, bf16: bool | str = False):
     """Fine-tune a teacher on the workload's train split, stopping early on its dev split."""
     from . import finetune
 
@@ -44,7 +44,7 @@ def train_teacher(workload, *, base=None, epochs: int = 3, lr: float = 8e-5, bat
     return finetune(new_teacher(workload.task, base), train, eval=workload.training_examples("dev", seed=seed),
                     task=workload.task, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                     group_by_length=group_by_length, checkpoint_dir=checkpoint_dir, resume=resume,
-                    progress=progress)
+                    progress=progress, bf16=bf16)
 
 
 def score(task, model, examples) -> dict[str, float]:

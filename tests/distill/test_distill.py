@@ -135,6 +135,34 @@ def test_length_grouped_distillation_learns_as_well_as_shuffled_batches(teacher,
     assert scores[True] >= scores[False] - 0.1
 
 
+def test_bf16_autocast_distils_as_well_and_keeps_float32_weights(teacher, data):
+    """bf16 changes the arithmetic (the students differ), not the outcome or the stored weights."""
+    tokenizer, train, dev = data
+    students = {}
+    for bf16 in (False, True):
+        students[bf16] = edgeagent.distill(teacher, _student(teacher, train, tokenizer), train, eval=dev, epochs=4,
+                                           lr=5e-3, seed=5, hidden_loss="mse", bf16=bf16, **FAST)
+    plain, autocast = students[False], students[True]
+    assert autocast.training_bf16 == {"used": True, "why": "asked"}
+    assert [h["bf16"] for h in autocast.training_history] == [True] * len(autocast.training_history)
+    assert all(p.dtype == torch.float32 for p in autocast.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), autocast.state_dict().values()))
+    taught = score(teacher, dev)["intent_accuracy"]
+    assert score(autocast, dev)["intent_accuracy"] >= max(0.8 * taught, score(plain, dev)["intent_accuracy"] - 0.05)
+    with pytest.raises(InputError, match="bf16 must be"):
+        edgeagent.distill(teacher, _student(teacher, train, tokenizer), train, bf16="yes", **FAST)
+
+
+def test_bf16_auto_follows_the_cpu(monkeypatch):
+    from edgeagent import hostinfo
+
+    monkeypatch.setattr(hostinfo, "_cpuinfo", lambda: {"flags": "sse avx2 avx512f"})
+    assert hostinfo.resolve_bf16("auto")[0] is False
+    monkeypatch.setattr(hostinfo, "_cpuinfo", lambda: {"flags": "sse avx2 avx512f avx512_bf16"})
+    assert hostinfo.resolve_bf16("auto") == (True, "auto: the CPU has avx512_bf16")
+    assert hostinfo.resolve_bf16(False) == (False, "asked")
+
+
 def test_unlabelled_transfer_data_uses_the_teacher_as_labels(teacher, data):
     tokenizer, train, dev = data
     unlabelled = [{"input_ids": e["input_ids"], "attention_mask": e["attention_mask"]} for e in train]
