@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._common import parse_key_values
 
+_BF16 = {"auto": "auto", "on": True, "off": False}  # --bf16 as the trainers take it
 STUDENT_KEYS = {"layers": int, "hidden": int, "heads": int, "ffn": int, "vocab": str, "common_tokens": int,
                 "architecture": str}
 
@@ -57,7 +58,8 @@ def _common(parser, *, epochs: tuple[int, int], lr: tuple[float, float]) -> None
     parser.add_argument("--max-length", type=int, default=320,
                         help="text-generation: examples longer than this many tokens are skipped (default 320)")
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
-                        help="text-generation: bf16 autocast (auto: where the CPU has AVX512-BF16 or AMX)")
+                        help="bf16 autocast for the training forward pass, weights kept float32 (auto, the default: where "
+                        "the CPU has AVX512-BF16 or AMX)")
     parser.set_defaults(defaults={"epochs": epochs, "lr": lr, "batch_size": (32, 8)})
     parser.add_argument("--group-by-length", action="store_true",
                         help="batch sentences of similar length together: less padding, faster epochs")
@@ -82,7 +84,7 @@ def _generative_common(args) -> dict:
 
     return {"workload": args.workload, "epochs": args.epochs, "learning_rate": args.lr,
             "batch_size": args.batch_size, "max_examples": args.limit, "max_length": args.max_length,
-            "seed": args.seed, "bf16": {"auto": "auto", "on": True, "off": False}[args.bf16],
+            "seed": args.seed, "bf16": _BF16[args.bf16],
             "checkpoint_dir": Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
             "resume": args.resume}
 
@@ -177,7 +179,8 @@ def _finish(model, args, workload, tokenizer_path, kind: str, extra: dict) -> in
     scores = score(workload.task, model, workload.training_examples("test", seed=args.seed))
     folder = save_joint(model, args.out, labels=saved_labels(workload.task), tokenizer=tokenizer_path,
                         extra={"kind": kind, "workload": workload.name, "test": scores,
-                               "history": getattr(model, "training_history", []), **extra})
+                               "history": getattr(model, "training_history", []),
+                               "bf16": getattr(model, "training_bf16", None), **extra})
     # The ONNX file is named after the folder, so bench cells of a teacher and a student differ.
     onnx_path = Path(folder) / f"{Path(folder).name}.onnx"
     if not args.no_export:
@@ -198,7 +201,7 @@ def handle_finetune(args) -> int:
     model = train_teacher(workload, base=args.base, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                           seed=args.seed, limit=args.limit, group_by_length=args.group_by_length,
                           checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
-                          resume=args.resume)
+                          resume=args.resume, bf16=_BF16[args.bf16])
     return _finish(model, args, workload, workload.tokenizer_path, "teacher", {"base": args.base})
 
 
@@ -228,7 +231,8 @@ def handle_distill(args) -> int:
                       task=workload.task, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
                       lr=args.lr, batch_size=args.batch_size, seed=args.seed, hidden_loss=args.hidden_loss,
                       patience=args.patience, group_by_length=args.group_by_length,
-                      checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"), resume=args.resume)
+                      checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"), resume=args.resume,
+                      bf16=_BF16[args.bf16])
     return _finish(student, args, workload, workload.tokenizer_path, "student",
                    {"teacher": str(args.teacher), "init": getattr(student, "init_report", {}),
                     "augment": args.augment})
