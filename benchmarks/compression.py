@@ -94,7 +94,9 @@ def run_recipe(name: str, recipe: dict, copies: dict[str, Path], work: Path, wor
     start = time.perf_counter()
     out = compress(model, prune=parse_prune(recipe["prune"]) if recipe["prune"] else None,
                    low_rank=parse_low_rank(recipe["low_rank"]) if recipe["low_rank"] else None,
-                   data=train_data(), recover=RecoverSpec(epochs=recipe["epochs"], lr=recipe.get("lr", 1e-4)),
+                   data=train_data(),
+                   recover=RecoverSpec(epochs=recipe["epochs"], lr=recipe.get("lr", 1e-4),
+                                       bf16=recipe.get("bf16", "auto")),
                    task=workload.task, eval_data=dev, teacher=teacher, progress=False)
     seconds = time.perf_counter() - start
     save_joint(out, folder, labels=saved_labels(workload.task), tokenizer=source_dir / "tokenizer.json",

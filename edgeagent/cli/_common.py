@@ -35,3 +35,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+# --bf16 as the trainers take it (edgeagent.hostinfo.resolve_bf16).
+BF16 = {"auto": "auto", "on": True, "off": False}

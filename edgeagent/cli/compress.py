@@ -3,7 +3,7 @@ prune, factorise and recover a saved model, keep it only if it measures faster (
 
 from __future__ import annotations
 
-from ._common import add_format, print_json
+from ._common import BF16, add_format, print_json
 
 
 def register(sub) -> None:
@@ -36,6 +36,9 @@ def register(sub) -> None:
     parser.add_argument("--augment", type=int, default=0, metavar="N",
                         help="add N transfer sentences per intent to the recovery data (as `distill --augment`)")
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                        help="bf16 autocast for recovery's forward pass, weights kept float32 (auto, the default: "
+                        "where the CPU has AVX512-BF16 or AMX)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training sentences")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,7 +83,7 @@ def handle(args) -> int:
             raise InputError(f"workload {workload.name!r} has no transfer set: --augment needs one", field="--augment")
         train = train + workload.transfer_examples(teacher or model, args.augment, seed=args.seed)
     recover = RecoverSpec(epochs=args.recover_epochs, lr=args.lr, batch_size=args.batch_size, after=args.recover_after,
-                          seed=args.seed)
+                          seed=args.seed, bf16=BF16[args.bf16])
     measure = None if args.no_measure else MeasureSpec(
         goal=args.goal, threads=args.threads, rounds=args.rounds, min_change_pct=args.min_change,
         on_reject="keep-input" if args.keep_input else "error")
@@ -165,8 +168,8 @@ def _compress_decoder(args, prune) -> int:
     # importance and the distillation data for recovery.
     data = [{"input_ids": np.asarray(e.input_ids, np.int64), "attention_mask": np.ones(len(e.input_ids), np.int64)}
             for e in examples]
-    recover = (RecoverSpec(epochs=args.recover_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-               if args.recover_epochs else None)
+    recover = (RecoverSpec(epochs=args.recover_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                           bf16=BF16[args.bf16]) if args.recover_epochs else None)
     result = compress(loaded.model, prune=prune, data=data, recover=recover,
                       progress=args.format != "json")
     folder = write_hf_folder(result, tokenizer, Path(args.out))

@@ -7,9 +7,8 @@ With `--task text-generation` both train generative decoders (edgeagent.causal):
 
 from __future__ import annotations
 
-from ._common import parse_key_values
+from ._common import BF16, parse_key_values
 
-_BF16 = {"auto": "auto", "on": True, "off": False}  # --bf16 as the trainers take it
 STUDENT_KEYS = {"layers": int, "hidden": int, "heads": int, "ffn": int, "vocab": str, "common_tokens": int,
                 "architecture": str}
 
@@ -84,7 +83,7 @@ def _generative_common(args) -> dict:
 
     return {"workload": args.workload, "epochs": args.epochs, "learning_rate": args.lr,
             "batch_size": args.batch_size, "max_examples": args.limit, "max_length": args.max_length,
-            "seed": args.seed, "bf16": _BF16[args.bf16],
+            "seed": args.seed, "bf16": BF16[args.bf16],
             "checkpoint_dir": Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
             "resume": args.resume}
 
@@ -201,7 +200,7 @@ def handle_finetune(args) -> int:
     model = train_teacher(workload, base=args.base, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                           seed=args.seed, limit=args.limit, group_by_length=args.group_by_length,
                           checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"),
-                          resume=args.resume, bf16=_BF16[args.bf16])
+                          resume=args.resume, bf16=BF16[args.bf16])
     return _finish(model, args, workload, workload.tokenizer_path, "teacher", {"base": args.base})
 
 
@@ -232,7 +231,7 @@ def handle_distill(args) -> int:
                       lr=args.lr, batch_size=args.batch_size, seed=args.seed, hidden_loss=args.hidden_loss,
                       patience=args.patience, group_by_length=args.group_by_length,
                       checkpoint_dir=Path(args.out).with_name(Path(args.out).name + ".checkpoints"), resume=args.resume,
-                      bf16=_BF16[args.bf16])
+                      bf16=BF16[args.bf16])
     return _finish(student, args, workload, workload.tokenizer_path, "student",
                    {"teacher": str(args.teacher), "init": getattr(student, "init_report", {}),
                     "augment": args.augment})

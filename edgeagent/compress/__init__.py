@@ -84,7 +84,7 @@ def _recover(teacher, student, spec: RecoverSpec, data, eval_data, task, *, deco
     distill(teacher_model, student_model, list(data), eval=eval_data if not decoder else None,
             temperature=spec.temperature, alpha=spec.alpha, epochs=spec.epochs, lr=spec.lr,
             batch_size=spec.batch_size, seed=spec.seed, hidden_loss=hidden, patience=spec.patience,
-            group_by_length=spec.group_by_length, progress=progress, **names)
+            group_by_length=spec.group_by_length, progress=progress, bf16=spec.bf16, **names)
     return list(getattr(student_model, "training_history", []))
 
 

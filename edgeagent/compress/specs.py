@@ -162,10 +162,12 @@ class RecoverSpec:
             factorising).
         group_by_length: batch sentences of similar length together (less padding).
         seed: shuffling and dropout seed.
+        bf16: bf16 autocast for the training forward pass: True, False (default) or "auto" (where
+            the CPU computes bf16 natively); as `edgeagent.distill`'s.
 
     Raises:
-        InputError: a negative epoch count, a non-positive learning rate, an unknown hidden loss or
-            `after`.
+        InputError: a negative epoch count, a non-positive learning rate, an unknown hidden loss,
+            `after` or `bf16`.
     """
 
     epochs: int = 2
@@ -178,6 +180,7 @@ class RecoverSpec:
     after: str = "end"
     group_by_length: bool = True
     seed: int = 0
+    bf16: bool | str = False
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
@@ -190,6 +193,8 @@ class RecoverSpec:
             raise InputError(f"recover after={self.after!r}: 'end' or 'each'", field="after")
         if not 0 <= self.alpha <= 1:
             raise InputError(f"recover alpha={self.alpha!r}: in [0, 1]", field="alpha")
+        if self.bf16 not in (True, False, "auto"):
+            raise InputError(f"recover bf16={self.bf16!r}: True, False or 'auto'", field="bf16")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

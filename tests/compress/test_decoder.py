@@ -101,3 +101,8 @@ def test_recovery_distils_the_pruned_decoder_towards_the_original():
                                    recover={"epochs": 3, "lr": 3e-3, "batch_size": 8, "group_by_length": False},
                                    progress=False)
     assert divergence(recovered) < divergence(pruned)
+    under_bf16 = edgeagent.compress(model, prune=spec, data=data, progress=False,
+                                    recover={"epochs": 3, "lr": 3e-3, "batch_size": 8, "group_by_length": False,
+                                             "bf16": True})
+    assert [epoch["bf16"] for epoch in under_bf16.compression["recovery"]] == [True, True, True]
+    assert divergence(under_bf16) < divergence(pruned)

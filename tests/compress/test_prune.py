@@ -115,6 +115,8 @@ def test_bad_specs_name_the_parameter():
         edgeagent.compress(tiny.joint("compact"), prune="heads=0.5")
     with pytest.raises(InputError, match="nothing to compress"):
         edgeagent.compress(tiny.joint("compact"))
+    with pytest.raises(InputError, match="recover bf16='yes'"):
+        edgeagent.compress(tiny.joint("compact"), prune="heads=0.5", data=tiny.examples(), recover={"bf16": "yes"})
     assert parse_prune("heads=0.5,ffn=0.25,layers=0.5") == PruneSpec(heads=0.5, ffn=0.25, layers=0.5)
     assert parse_prune("layers=1+3").layers == (1, 3) and parse_prune("layers=2+").layers == (2,)
     assert parse_prune("layers=0").layers == 0.0  # a share: nothing removed
