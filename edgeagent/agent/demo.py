@@ -106,7 +106,7 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
     timings: dict[str, float] = {}
     teacher_dir, student_dir = work / "teacher", work / "student"
     data = ha_intents.data_fingerprint()
-    bf16 = resolve_bf16(TRAIN_BF16)[0]
+    bf16 = resolve_bf16(TRAIN_BF16)[0]  # what "auto" means here: part of the cache keys
     # The student and the agent folder also depend on their recipes: changing one rebuilds them.
     teacher_key = f"{data}:{json.dumps([TEACHER_EPOCHS, TEACHER_LR] + (['bf16'] if bf16 else []))}"
     student_recipe = [STUDENT, STUDENT_EPOCHS, STUDENT_LR, STUDENT_TRANSFER, ha_intents.TRANSFER_LISTS,
@@ -120,7 +120,7 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
     start = _step("fine-tune the teacher (all-MiniLM-L6-v2, joint intent + slots)", (teacher_dir / "config.json").is_file())
     if not (teacher_dir / "config.json").is_file():
         teacher = train_teacher(workload, epochs=TEACHER_EPOCHS, lr=TEACHER_LR,
-                                checkpoint_dir=work / "teacher.checkpoints", progress=progress, bf16=bf16)
+                                checkpoint_dir=work / "teacher.checkpoints", progress=progress, bf16=TRAIN_BF16)
         save_joint(teacher, teacher_dir, labels=saved_labels(task), tokenizer=workload.tokenizer_path,
                    extra={"kind": "teacher", "data": teacher_key, "bf16": teacher.training_bf16,
                           "test": score(task, teacher, workload.training_examples("test"))})
@@ -137,7 +137,7 @@ def build(*, rebench: bool = False, progress: bool = True) -> dict[str, Any]:
         student = distill(teacher, student, examples, eval=workload.training_examples("dev"), task=task,
                           epochs=STUDENT_EPOCHS, lr=STUDENT_LR, hidden_loss="mse", patience=2,
                           group_by_length=STUDENT_GROUP_BY_LENGTH, checkpoint_dir=work / "student.checkpoints",
-                          progress=progress, bf16=bf16)
+                          progress=progress, bf16=TRAIN_BF16)
         save_joint(student, student_dir, labels=saved_labels(task), tokenizer=workload.tokenizer_path,
                    extra={"kind": "student", "data": student_key, "bf16": student.training_bf16,
                           "init": getattr(student, "init_report", {}),
