@@ -33,10 +33,15 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
+def _flag_set() -> set[str]:
+    """The first processor's feature flags ("flags" on x86, "features" on Arm)."""
+    info = _cpuinfo()
+    return set((info.get("flags") or info.get("features") or "").split())
+
+
 def cpu_flags() -> dict[str, bool]:
     """The INT8-relevant CPU features of this machine."""
-    info = _cpuinfo()
-    raw = set((info.get("flags") or info.get("features") or "").split())
+    raw = _flag_set()
     machine = platform.machine().lower()
     flags = {
         "avx2": "avx2" in raw,
@@ -90,7 +95,7 @@ def host_summary() -> dict[str, Any]:
 
 def bf16_support() -> dict[str, Any]:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo."""
-    raw = set((_cpuinfo().get("flags") or "").split())
+    raw = _flag_set()
     flags = {"avx512_bf16": "avx512_bf16" in raw, "amx_bf16": "amx_bf16" in raw}
     return {**flags, "native": any(flags.values())}
 

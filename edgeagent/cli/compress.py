@@ -36,7 +36,7 @@ def register(sub) -> None:
     parser.add_argument("--augment", type=int, default=0, metavar="N",
                         help="add N transfer sentences per intent to the recovery data (as `distill --augment`)")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--bf16", choices=tuple(BF16), default="auto",
                         help="bf16 autocast for recovery's forward pass, weights kept float32 (auto, the default: "
                         "where the CPU has AVX512-BF16 or AMX)")
     parser.add_argument("--batch-size", type=int, default=32)

@@ -56,7 +56,7 @@ def _common(parser, *, epochs: tuple[int, int], lr: tuple[float, float]) -> None
     parser.add_argument("--batch-size", type=int, default=None, help="default 32 (text-generation: 8)")
     parser.add_argument("--max-length", type=int, default=320,
                         help="text-generation: examples longer than this many tokens are skipped (default 320)")
-    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--bf16", choices=tuple(BF16), default="auto",
                         help="bf16 autocast for the training forward pass, weights kept float32 (auto, the default: where "
                         "the CPU has AVX512-BF16 or AMX)")
     parser.set_defaults(defaults={"epochs": epochs, "lr": lr, "batch_size": (32, 8)})

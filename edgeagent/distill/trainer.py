@@ -250,7 +250,7 @@ def train(model, train_set: Sequence[Example], *, teacher=None, eval_set: Sequen
         score = evaluate(model, eval_set, output_names=output_names, label_map=label_map, metric=metric) \
             if eval_set else -float(np.mean(losses))
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "eval": score,
-                  "seconds": time.perf_counter() - started, "bf16": bool(bf16)}
+                  "seconds": time.perf_counter() - started, "bf16": bf16}
         state["history"].append(record)
         epochs_bar.done(f"epoch {epoch + 1}/{epochs}", loss=record["loss"], eval=record["eval"])
         improved = score > state["best"]
